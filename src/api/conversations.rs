@@ -1,0 +1,128 @@
+//! `/api/conversations`: create, list, get, rename, delete; every query is
+//! scoped to the caller.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::extract::{AppJson, AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor, limit};
+use crate::AppState;
+use crate::auth::CurrentUser;
+use crate::db::{self, conversations::Conversation, conversations::ListKey};
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/conversations", get(list).post(create))
+        .route("/api/conversations/{id}", get(fetch).patch(rename).delete(remove))
+}
+
+const DEFAULT_TITLE: &str = "New chat";
+const MAX_TITLE_CHARS: usize = 200;
+
+#[derive(Deserialize)]
+struct CreateBody {
+    #[serde(default)]
+    title: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RenameBody {
+    /// Missing is 400 (a missing field); present but null is 422.
+    #[serde(deserialize_with = "present")]
+    title: Option<String>,
+}
+
+/// Deserializes a field that must be present but may be null.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<i64>,
+    before: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    items: Vec<Conversation>,
+    next_before: Option<String>,
+}
+
+fn valid_title(title: Option<&str>) -> Result<String, ApiError> {
+    let title = title.map(str::trim).unwrap_or_default();
+    let n = title.chars().count();
+    if n == 0 || n > MAX_TITLE_CHARS {
+        return Err(ApiError::Validation(format!("title must be 1 to {MAX_TITLE_CHARS} characters")));
+    }
+    Ok(title.to_owned())
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppJson(body): AppJson<CreateBody>,
+) -> Result<(StatusCode, Json<Conversation>), ApiError> {
+    let title = match body.title {
+        None => DEFAULT_TITLE.to_owned(),
+        Some(title) => valid_title(Some(&title))?,
+    };
+    let now = db::now_ms();
+    let conversation = state.db.write(move |conn| db::conversations::create(conn, &user.id, &title, now)).await?;
+    Ok((StatusCode::CREATED, Json(conversation)))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> Result<Json<Page>, ApiError> {
+    let limit = limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let before = match query.before.as_deref() {
+        None => None,
+        Some(cursor) => {
+            let parts = decode_cursor(cursor, 2)?;
+            let updated_at = parts[0].parse().map_err(|_| ApiError::BadRequest("the cursor is not valid".into()))?;
+            Some(ListKey { updated_at, id: parts[1].clone() })
+        }
+    };
+    let (items, last) = state
+        .db
+        .read(move |conn| db::conversations::list(conn, &user.id, limit, before.as_ref()))
+        .await?;
+    let next_before = last.map(|k| encode_cursor(&[&k.updated_at.to_string(), &k.id]));
+    Ok(Json(Page { items, next_before }))
+}
+
+async fn fetch(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Conversation>, ApiError> {
+    Ok(Json(state.db.read(move |conn| db::conversations::get(conn, &user.id, &id)).await?))
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<RenameBody>,
+) -> Result<Json<Conversation>, ApiError> {
+    let title = valid_title(body.title.as_deref())?;
+    let now = db::now_ms();
+    let conversation =
+        state.db.write(move |conn| db::conversations::rename(conn, &user.id, &id, &title, now)).await?;
+    Ok(Json(conversation))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.db.write(move |conn| db::conversations::delete(conn, &user.id, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,99 @@
+//! Extractors that answer rejections with the contract's error body instead
+//! of axum's plain-text defaults, plus list paging helpers.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use base64::Engine;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// `Json<T>` whose rejections are 400/413/415 with our error body.
+pub struct AppJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AppJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(AppJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("the request body is larger than 1 MiB".into())
+        }
+        JsonRejection::JsonDataError(err) => ApiError::BadRequest(format!("invalid JSON body: {}", err.body_text())),
+        JsonRejection::JsonSyntaxError(err) => {
+            ApiError::BadRequest(format!("malformed JSON body: {}", err.body_text()))
+        }
+        other => ApiError::BadRequest(format!("cannot read the request body: {}", other.body_text())),
+    }
+}
+
+/// `Query<T>` whose rejections (wrong types, bad numbers) are 400.
+pub struct AppQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AppQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(AppQuery(value)),
+            Err(rejection) => Err(query_rejection(rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> ApiError {
+    ApiError::BadRequest(format!("invalid query string: {}", rejection.body_text()))
+}
+
+/// Default and bounds of `?limit=` on list routes.
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 200;
+
+/// Validates a `limit` (422 outside `1..=max`).
+pub fn limit(value: Option<i64>, default: i64, max: i64) -> Result<usize, ApiError> {
+    let value = value.unwrap_or(default);
+    if !(1..=max).contains(&value) {
+        return Err(ApiError::Validation(format!("limit must be between 1 and {max}")));
+    }
+    usize::try_from(value).map_err(|_| ApiError::Validation("limit is out of range".into()))
+}
+
+/// Encodes a list position as an opaque cursor.
+pub fn encode_cursor(parts: &[&str]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(parts.join("\n"))
+}
+
+/// Decodes a cursor made by `encode_cursor` with `n` parts (400 otherwise).
+pub fn decode_cursor(cursor: &str, n: usize) -> Result<Vec<String>, ApiError> {
+    const BAD: &str = "the cursor is not valid: pass back a next_* value unchanged";
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| ApiError::BadRequest(BAD.into()))?;
+    let text = String::from_utf8(bytes).map_err(|_| ApiError::BadRequest(BAD.into()))?;
+    let parts: Vec<String> = text.split('\n').map(str::to_owned).collect();
+    if parts.len() != n {
+        return Err(ApiError::BadRequest(BAD.into()));
+    }
+    Ok(parts)
+}

@@ -1,0 +1,52 @@
+//! HTTP routing: one router per resource, merged here, with the layers every
+//! request passes (request log, body limit, panic guard) and JSON answers
+//! for unknown paths and wrong methods.
+
+pub mod auth;
+pub mod conversations;
+pub mod extract;
+pub mod health;
+
+use std::any::Any;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Largest JSON body accepted (API.md: 1 MiB, else 413).
+pub const MAX_JSON_BODY: usize = 1 << 20;
+
+/// The whole HTTP surface of ragd.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(conversations::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(crate::telemetry::log_request))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    ApiError::Internal(format!("handler panicked: {detail}")).into_response()
+}

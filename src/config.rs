@@ -1,0 +1,173 @@
+//! Resolved settings: every flag with its `RAGD_*` env fallback and default,
+//! parsed into typed values so the rest of the server never re-parses strings.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+
+/// Settings of `ragd serve`. Each flag falls back to `RAGD_<NAME>`.
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// Directory holding the database, uploaded files and the signing secret
+    /// (created if missing).
+    #[arg(long, env = "RAGD_DATA_DIR", default_value = "./data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "RAGD_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Whether anyone may create an account (`closed`: registration answers 403).
+    #[arg(long, env = "RAGD_REGISTRATION", value_enum, default_value_t = Registration::Open)]
+    pub registration: Registration,
+
+    /// How long an issued token stays valid (e.g. 30m, 24h, 7d).
+    #[arg(long, env = "RAGD_TOKEN_TTL", default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub token_ttl: Duration,
+
+    /// Log line format on stderr.
+    #[arg(long, env = "RAGD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// `full`: every acknowledged write survives power loss; `normal`: fewer
+    /// fsyncs, the last moments before a power cut may be lost.
+    #[arg(long, env = "RAGD_SYNC", value_enum, default_value_t = SyncMode::Full)]
+    pub sync: SyncMode,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "RAGD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_timeout: Duration,
+
+    /// A proxy (address or CIDR, repeatable) whose `X-Forwarded-For` header
+    /// is believed when it names the client IP. Nobody else's is.
+    #[arg(long = "trusted-proxy", env = "RAGD_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_net, value_name = "CIDR")]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// JWT signing secret (at least 32 bytes). Prefer the environment
+    /// variable; without it a secret is generated into `<data-dir>/secret.key`.
+    #[arg(long, env = "RAGD_JWT_SECRET", hide = true, hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+}
+
+impl Config {
+    /// Parses serve flags as the command line would (env fallbacks included);
+    /// tests use it to build a config the same way users do.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{FromArgMatches, Parser};
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let matches =
+            <Wrapper as clap::CommandFactory>::command().try_get_matches_from(
+                std::iter::once(std::ffi::OsString::from("ragd"))
+                    .chain(args.into_iter().map(Into::into)),
+            )?;
+        Ok(Wrapper::from_arg_matches(&matches)?.config)
+    }
+
+    /// Whether `ip` is one of the `--trusted-proxy` networks.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    Open,
+    Closed,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    Full,
+    Normal,
+}
+
+/// A secret string whose `Debug` never shows its value.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Parses durations written `500ms`, `30s`, `10m`, `24h` or `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit: write e.g. 500ms, 30s, 10m, 24h or 7d"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 30s, 10m, 24h or 7d"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{text}` has an unknown unit: use ms, s, m, h or d")),
+    };
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{text}` is not an IP address or CIDR network such as 10.0.0.0/8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_accept_addresses_and_networks() {
+        let config = Config::from_args(["--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "127.0.0.1"])
+            .expect("valid flags");
+        assert!(config.is_trusted_proxy("10.1.2.3".parse().unwrap()));
+        assert!(config.is_trusted_proxy("127.0.0.1".parse().unwrap()));
+        assert!(!config.is_trusted_proxy("127.0.0.2".parse().unwrap()));
+    }
+}

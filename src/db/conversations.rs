@@ -1,0 +1,109 @@
+//! Conversations, always scoped to their owner: another user's id is
+//! indistinguishable from an unknown one.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+use tracing::instrument;
+
+use super::{Error, Result, format_ms};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Conversation {
+    pub id: String,
+    pub title: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Position of a conversation in the list order, for cursors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListKey {
+    pub updated_at: i64,
+    pub id: String,
+}
+
+fn conversation(row: &Row<'_>) -> rusqlite::Result<(Conversation, ListKey)> {
+    let id: String = row.get(0)?;
+    let updated_at: i64 = row.get(3)?;
+    Ok((
+        Conversation {
+            id: id.clone(),
+            title: row.get(1)?,
+            created_at: format_ms(row.get(2)?),
+            updated_at: format_ms(updated_at),
+        },
+        ListKey { updated_at, id },
+    ))
+}
+
+#[instrument(skip_all)]
+pub fn create(conn: &Connection, user_id: &str, title: &str, now: i64) -> Result<Conversation> {
+    let id = super::new_id();
+    conn.execute(
+        "INSERT INTO conversations (id, user_id, title, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![id, user_id, title, now],
+    )?;
+    Ok(Conversation { id, title: title.to_owned(), created_at: format_ms(now), updated_at: format_ms(now) })
+}
+
+#[instrument(skip_all)]
+pub fn get(conn: &Connection, user_id: &str, id: &str) -> Result<Conversation> {
+    conn.prepare_cached(
+        "SELECT id, title, created_at, updated_at FROM conversations WHERE id = ?1 AND user_id = ?2",
+    )?
+    .query_row([id, user_id], conversation)
+    .optional()?
+    .map(|(c, _)| c)
+    .ok_or(Error::NotFound)
+}
+
+/// One page, most recently updated first, strictly after `before` in that
+/// order. Returns the items and the key of the last one when more follow.
+#[instrument(skip_all)]
+pub fn list(
+    conn: &Connection,
+    user_id: &str,
+    limit: usize,
+    before: Option<&ListKey>,
+) -> Result<(Vec<Conversation>, Option<ListKey>)> {
+    let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, title, created_at, updated_at FROM conversations
+         WHERE user_id = ?1 AND (?2 IS NULL OR (updated_at, id) < (?2, ?3))
+         ORDER BY updated_at DESC, id DESC LIMIT ?4",
+    )?;
+    let rows = stmt
+        .query_map(
+            params![user_id, before.map(|k| k.updated_at), before.map(|k| k.id.as_str()), fetch],
+            conversation,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = rows.len() > limit;
+    let mut items = Vec::with_capacity(limit.min(rows.len()));
+    let mut last = None;
+    for (conversation, key) in rows.into_iter().take(limit) {
+        items.push(conversation);
+        last = Some(key);
+    }
+    Ok((items, if more { last } else { None }))
+}
+
+#[instrument(skip_all)]
+pub fn rename(conn: &Connection, user_id: &str, id: &str, title: &str, now: i64) -> Result<Conversation> {
+    conn.prepare_cached(
+        "UPDATE conversations SET title = ?3, updated_at = max(updated_at, ?4)
+         WHERE id = ?1 AND user_id = ?2 RETURNING id, title, created_at, updated_at",
+    )?
+    .query_row(params![id, user_id, title, now], conversation)
+    .optional()?
+    .map(|(c, _)| c)
+    .ok_or(Error::NotFound)
+}
+
+#[instrument(skip_all)]
+pub fn delete(conn: &Connection, user_id: &str, id: &str) -> Result<()> {
+    match conn.execute("DELETE FROM conversations WHERE id = ?1 AND user_id = ?2", [id, user_id])? {
+        0 => Err(Error::NotFound),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,57 @@
+//! Schema migrations tracked by `PRAGMA user_version`: `schema.sql` is
+//! version 1, each later entry of `MIGRATIONS` is the next version.
+
+use rusqlite::Connection;
+
+use super::{Error, Result};
+
+/// Migration N+1 is `MIGRATIONS[N]`. Append only; never edit a released one.
+const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
+
+/// Brings the database to the newest version in one IMMEDIATE transaction.
+pub fn run(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into().unwrap_or(0);
+    if current > MIGRATIONS.len() {
+        return Err(Error::Other(format!(
+            "the database is at schema version {current}, newer than this ragd knows ({}); use a newer ragd",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i64::try_from(index + 1).unwrap_or(i64::MAX))?;
+        tracing::info!(version = index + 1, "applied schema migration");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_an_empty_database_and_keeps_foreign_keys_consistent() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
+        conn.pragma_update(None, "foreign_keys", "ON").expect("pragma");
+        run(&mut conn).expect("first migration");
+        run(&mut conn).expect("second run is a no-op");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let problems: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
+            .expect("fk check");
+        assert_eq!(problems, 0);
+    }
+
+    #[test]
+    fn refuses_a_database_from_a_newer_version() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
+        conn.pragma_update(None, "user_version", 99).expect("pragma");
+        let err = run(&mut conn).expect_err("must refuse");
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+}

@@ -1,0 +1,189 @@
+//! SQLite access: a read pool (r2d2) and one writer thread that group-commits
+//! queued writes. All SQL of ragd lives in this module's files.
+
+mod migrate;
+mod writer;
+
+pub mod conversations;
+pub mod users;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::config::SyncMode;
+pub use writer::Writer;
+
+/// How long a connection waits for a lock before SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections; reads are short, so a few serve many requests.
+const READ_POOL_SIZE: u32 = 8;
+
+/// Failures of the storage layer, classified for the HTTP mapping.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("row not found")]
+    NotFound,
+    #[error("database is busy")]
+    Busy,
+    #[error("disk is full")]
+    DiskFull,
+    #[error("database is closed")]
+    Closed,
+    #[error("sqlite: {0}")]
+    Sqlite(rusqlite::Error),
+    #[error("connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        match err.sqlite_error_code() {
+            _ if matches!(err, rusqlite::Error::QueryReturnedNoRows) => Error::NotFound,
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy,
+            Some(ErrorCode::DiskFull) => Error::DiskFull,
+            _ => Error::Sqlite(err),
+        }
+    }
+}
+
+impl Error {
+    /// The same failure for another caller of a failed batch (errors don't clone).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::NotFound => Error::NotFound,
+            Error::Busy => Error::Busy,
+            Error::DiskFull => Error::DiskFull,
+            Error::Closed => Error::Closed,
+            other => Error::Other(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Handle to the database: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Db {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    writer: Writer,
+    epoch: Arc<str>,
+}
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Blocking: call before serving or from a blocking thread.
+    pub fn open(path: &Path, sync: SyncMode) -> Result<Db> {
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Other(format!("cannot enable WAL mode (journal_mode is {mode})")));
+        }
+        configure(&conn, sync)?;
+        migrate::run(&mut conn)?;
+        let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))?;
+
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(move |c| configure(c, sync));
+        let pool = r2d2::Pool::builder()
+            .max_size(READ_POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(BUSY_TIMEOUT)
+            .build(manager)?;
+        let writer = Writer::start(conn)?;
+        Ok(Db { pool, writer, epoch: epoch.into() })
+    }
+
+    /// Identifies this database; a restored or recreated one has another.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Runs `f` on a pooled read connection on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let conn = pool.get()?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| Error::Other(format!("read task failed: {e}")))?
+    }
+
+    /// Runs `f` inside the writer's current transaction; resolves once the
+    /// transaction holding its changes has committed (or with its error,
+    /// in which case none of its changes were kept).
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.writer.submit(f).await
+    }
+
+    /// Stops the writer after the writes already queued, and waits for it.
+    pub async fn close(&self) {
+        self.writer.close().await;
+    }
+}
+
+/// Pragmas every connection needs (ARCHITECTURE.md: WAL, FKs, busy timeout,
+/// configurable synchronous).
+fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let synchronous = match sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch: how timestamps are stored.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-28T20:01:21.123Z`.
+pub fn format_ms(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
+/// A new opaque, time-ordered id (UUIDv7).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_with_millis() {
+        assert_eq!(format_ms(1_795_896_081_123), "2026-11-28T20:01:21.123Z");
+        assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
+    }
+}

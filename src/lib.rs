@@ -1,0 +1,16 @@
+//! ragd: a self-hosted "chat with your documents" server. This crate is the
+//! whole server; `main.rs` only parses the command line and calls [`run`].
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod telemetry;
+
+mod app;
+mod lock;
+
+pub use app::{App, AppState, StartupError, run};
+pub use config::Config;

@@ -1,0 +1,99 @@
+//! Logging set-up and the per-request log line (request id, redacted query).
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber: `RUST_LOG` filters (default `info`),
+/// output on stderr as text or JSON lines.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Middleware: one log line per request with method, path (query redacted),
+/// status, latency and request id; the id is also returned as `x-request-id`.
+pub async fn log_request(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_acceptable_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(redact_query);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+
+    let span = tracing::info_span!("request", id = %request_id);
+    let mut response = next.run(request).instrument(span.clone()).await;
+
+    let status = response.status().as_u16();
+    let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let target = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    span.in_scope(|| {
+        if path == "/healthz" || path == "/readyz" {
+            tracing::debug!(%method, path = %target, status, latency_ms, "request");
+        } else if status >= 500 {
+            tracing::warn!(%method, path = %target, status, latency_ms, "request");
+        } else {
+            tracing::info!(%method, path = %target, status, latency_ms, "request");
+        }
+    });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+fn is_acceptable_request_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Replaces the values of credential-carrying query parameters (`token`,
+/// `ticket`) so that logs never hold a usable credential.
+pub fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key == "token" || key == "ticket" => format!("{key}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_query;
+
+    #[test]
+    fn token_values_are_redacted() {
+        assert_eq!(redact_query("since=4&token=abc.def.ghi"), "since=4&token=REDACTED");
+        assert_eq!(redact_query("ticket=xyz"), "ticket=REDACTED");
+        assert_eq!(redact_query("q=token"), "q=token");
+    }
+}
