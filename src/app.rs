@@ -4,8 +4,8 @@
 //! `--shutdown-timeout`, then close the database and exit.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
 use std::ops::Deref;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -76,13 +76,16 @@ impl App {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| StartupError::Runtime(format!("cannot create the data dir {}: {e}", dir.display())))?;
+            .map_err(|e| {
+                StartupError::Runtime(format!("cannot create the data dir {}: {e}", dir.display()))
+            })?;
         let lock = DataDirLock::acquire(dir).map_err(StartupError::Runtime)?;
         let secret = secret::load_or_create(config.jwt_secret.as_ref().map(|s| s.0.as_str()), dir)
             .map_err(StartupError::Config)?;
         let db_path = dir.join("ragd.db");
-        let db = Db::open(&db_path, config.sync)
-            .map_err(|e| StartupError::Runtime(format!("cannot open the database {}: {e}", db_path.display())))?;
+        let db = Db::open(&db_path, config.sync).map_err(|e| {
+            StartupError::Runtime(format!("cannot open the database {}: {e}", db_path.display()))
+        })?;
         let jwt = JwtKeys::new(&secret).map_err(StartupError::Config)?;
         // Start-up sweeps (interrupted replies, running jobs) join here.
         let state = AppState(Arc::new(Shared {
@@ -104,7 +107,8 @@ impl App {
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
         let router = crate::api::router(self.state.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let server =
+            axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let timeout = self.state.config.shutdown_timeout;
         let drained = async {
             shutdown.cancelled().await;
@@ -128,12 +132,16 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| StartupError::Runtime(format!("cannot listen on {listen}: {e}")))?;
-    let local = listener.local_addr().map_err(|e| StartupError::Runtime(e.to_string()))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| StartupError::Runtime(e.to_string()))?;
     tracing::info!(address = %local, data_dir = %app.state.config.data_dir.display(), "ragd listening on http://{local}");
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    app.serve(listener, shutdown).await.map_err(|e| StartupError::Runtime(format!("server error: {e}")))
+    app.serve(listener, shutdown)
+        .await
+        .map_err(|e| StartupError::Runtime(format!("server error: {e}")))
 }
 
 async fn signal_shutdown(token: CancellationToken) {

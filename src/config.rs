@@ -17,7 +17,12 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Address and port to listen on.
-    #[arg(long, env = "RAGD_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "RAGD_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
     pub listen: SocketAddr,
 
     /// Whether anyone may create an account (`closed`: registration answers 403).
@@ -66,11 +71,9 @@ impl Config {
             #[command(flatten)]
             config: Config,
         }
-        let matches =
-            <Wrapper as clap::CommandFactory>::command().try_get_matches_from(
-                std::iter::once(std::ffi::OsString::from("ragd"))
-                    .chain(args.into_iter().map(Into::into)),
-            )?;
+        let matches = <Wrapper as clap::CommandFactory>::command().try_get_matches_from(
+            std::iter::once(std::ffi::OsString::from("ragd")).chain(args.into_iter().map(Into::into)),
+        )?;
         Ok(Wrapper::from_arg_matches(&matches)?.config)
     }
 

@@ -34,7 +34,10 @@ pub enum ApiError {
     #[error("{0}")]
     Validation(String),
     #[error("{message}")]
-    RateLimited { message: &'static str, retry_after_secs: u64 },
+    RateLimited {
+        message: &'static str,
+        retry_after_secs: u64,
+    },
     #[error("the disk is full: nothing was stored, retry later")]
     InsufficientStorage,
     #[error("{0}")]
@@ -110,7 +113,9 @@ impl IntoResponse for ApiError {
         let body = json!({"error": {"code": self.code(), "message": message}});
         let mut response = (self.status(), Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs() {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
     }

@@ -33,7 +33,9 @@ impl DataDirLock {
             Err(TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
         }
         // The pid is informational only; the lock is what counts.
-        let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
+        let _ = file
+            .set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
         Ok(DataDirLock { _file: file })
     }
 }

@@ -16,7 +16,10 @@ fn main() -> ExitCode {
         Err(err) => {
             // A usage error is one clear line and exit code 2, never a panic.
             let rendered = err.render().to_string();
-            let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid arguments");
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error: invalid arguments");
             eprintln!("ragd: {}", line.trim_start_matches("error: "));
             return ExitCode::from(2);
         }

@@ -15,11 +15,17 @@ use crate::config::LogFormat;
 /// output on stderr as text or JSON lines.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }
 
@@ -70,7 +76,9 @@ pub async fn log_request(mut request: Request, next: Next) -> Response {
 fn is_acceptable_request_id(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// Replaces the values of credential-carrying query parameters (`token`,
@@ -92,7 +100,10 @@ mod tests {
 
     #[test]
     fn token_values_are_redacted() {
-        assert_eq!(redact_query("since=4&token=abc.def.ghi"), "since=4&token=REDACTED");
+        assert_eq!(
+            redact_query("since=4&token=abc.def.ghi"),
+            "since=4&token=REDACTED"
+        );
         assert_eq!(redact_query("ticket=xyz"), "ticket=REDACTED");
         assert_eq!(redact_query("q=token"), "q=token");
     }

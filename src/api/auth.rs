@@ -60,9 +60,15 @@ async fn register(
     valid_password(&body.password)?;
     let hash = password::hash(body.password).await?;
     let now = db::now_ms();
-    let created = state.db.write(move |conn| db::users::create(conn, &email, &hash, now)).await?;
+    let created = state
+        .db
+        .write(move |conn| db::users::create(conn, &email, &hash, now))
+        .await?;
     let account = created.ok_or(ApiError::EmailTaken)?;
-    Ok((StatusCode::CREATED, Json(session(&state, account.user, account.token_version)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(session(&state, account.user, account.token_version)?),
+    ))
 }
 
 async fn login(
@@ -72,10 +78,16 @@ async fn login(
 ) -> Result<Json<Session>, ApiError> {
     let email = normalize_email(&body.email);
     if let Err(retry_after_secs) = state.limiter.check(&email, ip) {
-        return Err(ApiError::RateLimited { message: "too many failed logins; retry later", retry_after_secs });
+        return Err(ApiError::RateLimited {
+            message: "too many failed logins; retry later",
+            retry_after_secs,
+        });
     }
     let lookup = email.clone();
-    let found = state.db.read(move |conn| db::users::by_email(conn, &lookup)).await?;
+    let found = state
+        .db
+        .read(move |conn| db::users::by_email(conn, &lookup))
+        .await?;
     let verified = match found {
         Some(account) => {
             let ok = password::verify(body.password, account.password_hash.clone()).await?;
@@ -95,18 +107,29 @@ async fn login(
 }
 
 async fn me(user: CurrentUser) -> Json<User> {
-    Json(User { id: user.id, email: user.email, created_at: user.created_at })
+    Json(User {
+        id: user.id,
+        email: user.email,
+        created_at: user.created_at,
+    })
 }
 
 async fn refresh(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Session>, ApiError> {
     let version = user.token_version;
-    let user = User { id: user.id, email: user.email, created_at: user.created_at };
+    let user = User {
+        id: user.id,
+        email: user.email,
+        created_at: user.created_at,
+    };
     Ok(Json(session(&state, user, version)?))
 }
 
 async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<StatusCode, ApiError> {
     let id = user.id.clone();
-    state.db.write(move |conn| db::users::bump_token_version(conn, &id)).await?;
+    state
+        .db
+        .write(move |conn| db::users::bump_token_version(conn, &id))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -126,7 +149,9 @@ async fn change_password(
         .await
         .map_err(|err| match err {
             // The hash changed since we verified it: another change won.
-            db::Error::NotFound => ApiError::Conflict("the password was changed meanwhile; log in again".into()),
+            db::Error::NotFound => {
+                ApiError::Conflict("the password was changed meanwhile; log in again".into())
+            }
             other => other.into(),
         })?;
     Ok(StatusCode::NO_CONTENT)
@@ -147,12 +172,24 @@ async fn delete_account(
 
 /// Verifies the signed-in user's password (limited like logins); returns
 /// the stored hash it matched.
-async fn check_password(state: &AppState, user: &CurrentUser, ip: std::net::IpAddr, given: String) -> Result<String, ApiError> {
+async fn check_password(
+    state: &AppState,
+    user: &CurrentUser,
+    ip: std::net::IpAddr,
+    given: String,
+) -> Result<String, ApiError> {
     if let Err(retry_after_secs) = state.limiter.check(&user.email, ip) {
-        return Err(ApiError::RateLimited { message: "too many failed attempts; retry later", retry_after_secs });
+        return Err(ApiError::RateLimited {
+            message: "too many failed attempts; retry later",
+            retry_after_secs,
+        });
     }
     let id = user.id.clone();
-    let account = state.db.read(move |conn| db::users::by_id(conn, &id)).await?.ok_or(ApiError::NotFound)?;
+    let account = state
+        .db
+        .read(move |conn| db::users::by_id(conn, &id))
+        .await?
+        .ok_or(ApiError::NotFound)?;
     if !password::verify(given, account.password_hash.clone()).await? {
         state.limiter.record_failure(&user.email, ip);
         return Err(ApiError::InvalidCredentials);
@@ -164,9 +201,18 @@ fn session(state: &AppState, user: User, token_version: i64) -> Result<Session, 
     let iat = db::now_ms() / 1000;
     let ttl = i64::try_from(state.config.token_ttl.as_secs()).unwrap_or(i64::MAX / 2);
     let exp = iat.saturating_add(ttl);
-    let claims = Claims { sub: user.id.clone(), exp, iat, ver: token_version };
+    let claims = Claims {
+        sub: user.id.clone(),
+        exp,
+        iat,
+        ver: token_version,
+    };
     let token = state.jwt.issue(&claims).map_err(ApiError::internal)?;
-    Ok(Session { user, token, expires_at: db::format_ms(exp.saturating_mul(1000)) })
+    Ok(Session {
+        user,
+        token,
+        expires_at: db::format_ms(exp.saturating_mul(1000)),
+    })
 }
 
 fn normalize_email(raw: &str) -> String {
@@ -180,7 +226,9 @@ fn valid_email(raw: &str) -> Result<String, ApiError> {
     let email = normalize_email(raw);
     let invalid = || ApiError::Validation("email must look like name@example.com".into());
     if email.chars().count() > 254 {
-        return Err(ApiError::Validation("email must be at most 254 characters".into()));
+        return Err(ApiError::Validation(
+            "email must be at most 254 characters".into(),
+        ));
     }
     if email.chars().any(char::is_whitespace) || email.chars().any(char::is_control) {
         return Err(invalid());
@@ -197,7 +245,9 @@ fn valid_email(raw: &str) -> Result<String, ApiError> {
 fn valid_password(password: &str) -> Result<(), ApiError> {
     let n = password.chars().count();
     if !(8..=256).contains(&n) {
-        return Err(ApiError::Validation("password must be 8 to 256 characters".into()));
+        return Err(ApiError::Validation(
+            "password must be 8 to 256 characters".into(),
+        ));
     }
     Ok(())
 }
@@ -209,7 +259,16 @@ mod tests {
     #[test]
     fn emails_follow_the_contract() {
         assert_eq!(valid_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
-        for bad in ["", "ada", "@example.com", "ada@example", "ada@@example.com", "a da@example.com", "ada@.com", "ada@example."] {
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@example",
+            "ada@@example.com",
+            "a da@example.com",
+            "ada@.com",
+            "ada@example.",
+        ] {
             assert!(valid_email(bad).is_err(), "{bad:?} must be rejected");
         }
         let long = format!("{}@example.com", "a".repeat(250));

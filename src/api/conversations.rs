@@ -56,7 +56,9 @@ fn valid_title(title: Option<&str>) -> Result<String, ApiError> {
     let title = title.map(str::trim).unwrap_or_default();
     let n = title.chars().count();
     if n == 0 || n > MAX_TITLE_CHARS {
-        return Err(ApiError::Validation(format!("title must be 1 to {MAX_TITLE_CHARS} characters")));
+        return Err(ApiError::Validation(format!(
+            "title must be 1 to {MAX_TITLE_CHARS} characters"
+        )));
     }
     Ok(title.to_owned())
 }
@@ -71,7 +73,10 @@ async fn create(
         Some(title) => valid_title(Some(&title))?,
     };
     let now = db::now_ms();
-    let conversation = state.db.write(move |conn| db::conversations::create(conn, &user.id, &title, now)).await?;
+    let conversation = state
+        .db
+        .write(move |conn| db::conversations::create(conn, &user.id, &title, now))
+        .await?;
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 
@@ -85,8 +90,13 @@ async fn list(
         None => None,
         Some(cursor) => {
             let parts = decode_cursor(cursor, 2)?;
-            let updated_at = parts[0].parse().map_err(|_| ApiError::BadRequest("the cursor is not valid".into()))?;
-            Some(ListKey { updated_at, id: parts[1].clone() })
+            let updated_at = parts[0]
+                .parse()
+                .map_err(|_| ApiError::BadRequest("the cursor is not valid".into()))?;
+            Some(ListKey {
+                updated_at,
+                id: parts[1].clone(),
+            })
         }
     };
     let (items, last) = state
@@ -102,7 +112,12 @@ async fn fetch(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Json<Conversation>, ApiError> {
-    Ok(Json(state.db.read(move |conn| db::conversations::get(conn, &user.id, &id)).await?))
+    Ok(Json(
+        state
+            .db
+            .read(move |conn| db::conversations::get(conn, &user.id, &id))
+            .await?,
+    ))
 }
 
 async fn rename(
@@ -113,8 +128,10 @@ async fn rename(
 ) -> Result<Json<Conversation>, ApiError> {
     let title = valid_title(body.title.as_deref())?;
     let now = db::now_ms();
-    let conversation =
-        state.db.write(move |conn| db::conversations::rename(conn, &user.id, &id, &title, now)).await?;
+    let conversation = state
+        .db
+        .write(move |conn| db::conversations::rename(conn, &user.id, &id, &title, now))
+        .await?;
     Ok(Json(conversation))
 }
 
@@ -123,6 +140,9 @@ async fn remove(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.db.write(move |conn| db::conversations::delete(conn, &user.id, &id)).await?;
+    state
+        .db
+        .write(move |conn| db::conversations::delete(conn, &user.id, &id))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

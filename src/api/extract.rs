@@ -36,7 +36,9 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge("the request body is larger than 1 MiB".into())
         }
-        JsonRejection::JsonDataError(err) => ApiError::BadRequest(format!("invalid JSON body: {}", err.body_text())),
+        JsonRejection::JsonDataError(err) => {
+            ApiError::BadRequest(format!("invalid JSON body: {}", err.body_text()))
+        }
         JsonRejection::JsonSyntaxError(err) => {
             ApiError::BadRequest(format!("malformed JSON body: {}", err.body_text()))
         }

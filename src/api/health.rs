@@ -12,7 +12,9 @@ use crate::AppState;
 use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 /// 200 while the process serves (it listens only after start-up sweeps).
@@ -24,7 +26,10 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     const DOWN: ApiError = ApiError::Unavailable("the database does not answer");
     let check = async {
-        state.db.read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await?;
+        state
+            .db
+            .read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await?;
         state.db.write(|_| Ok(())).await
     };
     match tokio::time::timeout(Duration::from_secs(2), check).await {

@@ -21,7 +21,9 @@ impl FromRequestParts<AppState> for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())
             .ok_or_else(|| ApiError::internal("server started without connect info"))?;
-        Ok(ClientIp(resolve(peer, parts, |ip| state.config.is_trusted_proxy(ip))))
+        Ok(ClientIp(resolve(peer, parts, |ip| {
+            state.config.is_trusted_proxy(ip)
+        })))
     }
 }
 

@@ -25,17 +25,18 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("missing Authorization: Bearer <token> header"))?;
+        let header = parts.headers.get(AUTHORIZATION).ok_or(ApiError::Unauthorized(
+            "missing Authorization: Bearer <token> header",
+        ))?;
         let token = header
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <token>`"))?;
+            .ok_or(ApiError::Unauthorized(
+                "the Authorization header must be `Bearer <token>`",
+            ))?;
         authenticate(state, token).await
     }
 }
@@ -45,7 +46,10 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<CurrentUser, 
     const INVALID: ApiError = ApiError::Unauthorized("the token is invalid, expired or revoked");
     let claims = state.jwt.verify(token).ok_or(INVALID)?;
     let user_id = claims.sub.clone();
-    let found = state.db.read(move |conn| db::users::by_id(conn, &user_id)).await?;
+    let found = state
+        .db
+        .read(move |conn| db::users::by_id(conn, &user_id))
+        .await?;
     match found {
         Some(c) if c.token_version == claims.ver => Ok(CurrentUser {
             id: c.user.id,

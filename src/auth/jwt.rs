@@ -41,7 +41,9 @@ impl JwtKeys {
     /// Checks signature, algorithm and expiry. Revocation (`ver`) and the
     /// user's existence are checked against the database by the caller.
     pub fn verify(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()
+            .map(|d| d.claims)
     }
 }
 

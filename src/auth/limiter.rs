@@ -31,7 +31,10 @@ impl LoginLimiter {
     pub fn check(&self, email: &str, ip: IpAddr) -> Result<(), u64> {
         let now = Instant::now();
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let pair = state.pairs.get_mut(&(email.to_owned(), ip)).map(|q| retry_after(q, MAX_PER_PAIR, now));
+        let pair = state
+            .pairs
+            .get_mut(&(email.to_owned(), ip))
+            .map(|q| retry_after(q, MAX_PER_PAIR, now));
         let by_ip = state.ips.get_mut(&ip).map(|q| retry_after(q, MAX_PER_IP, now));
         match pair.flatten().into_iter().chain(by_ip.flatten()).max() {
             Some(wait) => Err(wait),
@@ -46,7 +49,11 @@ impl LoginLimiter {
             state.pairs.retain(|_, q| prune(q, now));
             state.ips.retain(|_, q| prune(q, now));
         }
-        push(state.pairs.entry((email.to_owned(), ip)).or_default(), MAX_PER_PAIR, now);
+        push(
+            state.pairs.entry((email.to_owned(), ip)).or_default(),
+            MAX_PER_PAIR,
+            now,
+        );
         push(state.ips.entry(ip).or_default(), MAX_PER_IP, now);
     }
 

@@ -1,7 +1,7 @@
 //! Argon2id hashing, always on the blocking pool (about 20 ms of CPU each).
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 
 use crate::error::ApiError;
 
@@ -27,7 +27,9 @@ pub async fn verify(password: String, stored: String) -> Result<bool, ApiError> 
                 return Ok(false);
             }
         };
-        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
     })
     .await
 }
@@ -51,5 +53,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f)).await.map_err(ApiError::internal)?
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(ApiError::internal)?
 }

@@ -43,7 +43,12 @@ pub fn create(conn: &Connection, user_id: &str, title: &str, now: i64) -> Result
         "INSERT INTO conversations (id, user_id, title, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
         params![id, user_id, title, now],
     )?;
-    Ok(Conversation { id, title: title.to_owned(), created_at: format_ms(now), updated_at: format_ms(now) })
+    Ok(Conversation {
+        id,
+        title: title.to_owned(),
+        created_at: format_ms(now),
+        updated_at: format_ms(now),
+    })
 }
 
 #[instrument(skip_all)]
@@ -74,7 +79,12 @@ pub fn list(
     )?;
     let rows = stmt
         .query_map(
-            params![user_id, before.map(|k| k.updated_at), before.map(|k| k.id.as_str()), fetch],
+            params![
+                user_id,
+                before.map(|k| k.updated_at),
+                before.map(|k| k.id.as_str()),
+                fetch
+            ],
             conversation,
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -102,7 +112,10 @@ pub fn rename(conn: &Connection, user_id: &str, id: &str, title: &str, now: i64)
 
 #[instrument(skip_all)]
 pub fn delete(conn: &Connection, user_id: &str, id: &str) -> Result<()> {
-    match conn.execute("DELETE FROM conversations WHERE id = ?1 AND user_id = ?2", [id, user_id])? {
+    match conn.execute(
+        "DELETE FROM conversations WHERE id = ?1 AND user_id = ?2",
+        [id, user_id],
+    )? {
         0 => Err(Error::NotFound),
         _ => Ok(()),
     }

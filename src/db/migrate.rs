@@ -11,7 +11,10 @@ const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
 /// Brings the database to the newest version in one IMMEDIATE transaction.
 pub fn run(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let current: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into().unwrap_or(0);
+    let current: usize = tx
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?
+        .try_into()
+        .unwrap_or(0);
     if current > MIGRATIONS.len() {
         return Err(Error::Other(format!(
             "the database is at schema version {current}, newer than this ragd knows ({}); use a newer ragd",
@@ -38,7 +41,9 @@ mod tests {
         conn.pragma_update(None, "foreign_keys", "ON").expect("pragma");
         run(&mut conn).expect("first migration");
         run(&mut conn).expect("second run is a no-op");
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
         assert_eq!(version, MIGRATIONS.len() as i64);
         let problems: i64 = conn
             .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))

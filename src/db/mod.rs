@@ -81,11 +81,15 @@ impl Db {
     pub fn open(path: &Path, sync: SyncMode) -> Result<Db> {
         let mut conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Other(format!("cannot enable WAL mode (journal_mode is {mode})")));
+            return Err(Error::Other(format!(
+                "cannot enable WAL mode (journal_mode is {mode})"
+            )));
         }
         configure(&conn, sync)?;
         migrate::run(&mut conn)?;
@@ -100,7 +104,11 @@ impl Db {
             .connection_timeout(BUSY_TIMEOUT)
             .build(manager)?;
         let writer = Writer::start(conn)?;
-        Ok(Db { pool, writer, epoch: epoch.into() })
+        Ok(Db {
+            pool,
+            writer,
+            epoch: epoch.into(),
+        })
     }
 
     /// Identifies this database; a restored or recreated one has another.

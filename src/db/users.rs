@@ -24,7 +24,11 @@ pub struct Credentials {
 
 fn credentials(row: &Row<'_>) -> rusqlite::Result<Credentials> {
     Ok(Credentials {
-        user: User { id: row.get(0)?, email: row.get(1)?, created_at: format_ms(row.get(2)?) },
+        user: User {
+            id: row.get(0)?,
+            email: row.get(1)?,
+            created_at: format_ms(row.get(2)?),
+        },
         password_hash: row.get(3)?,
         token_version: row.get(4)?,
     })
@@ -45,7 +49,11 @@ pub fn create(conn: &Connection, email: &str, password_hash: &str, now: i64) -> 
         return Ok(None);
     }
     Ok(Some(Credentials {
-        user: User { id, email: email.to_owned(), created_at: format_ms(now) },
+        user: User {
+            id,
+            email: email.to_owned(),
+            created_at: format_ms(now),
+        },
         password_hash: password_hash.to_owned(),
         token_version: 0,
     }))
@@ -53,12 +61,18 @@ pub fn create(conn: &Connection, email: &str, password_hash: &str, now: i64) -> 
 
 #[instrument(skip_all)]
 pub fn by_email(conn: &Connection, email: &str) -> Result<Option<Credentials>> {
-    Ok(conn.prepare_cached(&format!("{SELECT} WHERE email = ?1"))?.query_row([email], credentials).optional()?)
+    Ok(conn
+        .prepare_cached(&format!("{SELECT} WHERE email = ?1"))?
+        .query_row([email], credentials)
+        .optional()?)
 }
 
 #[instrument(skip_all)]
 pub fn by_id(conn: &Connection, id: &str) -> Result<Option<Credentials>> {
-    Ok(conn.prepare_cached(&format!("{SELECT} WHERE id = ?1"))?.query_row([id], credentials).optional()?)
+    Ok(conn
+        .prepare_cached(&format!("{SELECT} WHERE id = ?1"))?
+        .query_row([id], credentials)
+        .optional()?)
 }
 
 /// Revokes every token issued so far; returns the new version.

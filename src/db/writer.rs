@@ -79,7 +79,10 @@ impl Writer {
             .name("ragd-writer".into())
             .spawn(move || run(conn, rx))
             .map_err(|e| Error::Other(format!("cannot start the writer thread: {e}")))?;
-        Ok(Writer { tx, thread: Arc::new(Mutex::new(Some(thread))) })
+        Ok(Writer {
+            tx,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
     }
 
     pub async fn submit<T, F>(&self, f: F) -> Result<T>
@@ -91,7 +94,8 @@ impl Writer {
         let job: Box<dyn Job> = Box::new(TypedJob { f, reply });
         self.tx.send(Msg::Job(job)).await.map_err(|_| Error::Closed)?;
         // A dropped reply means the write panicked inside the writer.
-        done.await.map_err(|_| Error::Other("the write failed unexpectedly".into()))?
+        done.await
+            .map_err(|_| Error::Other("the write failed unexpectedly".into()))?
     }
 
     pub async fn close(&self) {
