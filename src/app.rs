@@ -1,20 +1,26 @@
 //! Start-up and shutdown in the order of API.md ("Health and operations"):
 //! lock the data dir, migrate, run the start-up sweeps, then listen; on a
-//! signal stop accepting, let in-flight requests finish for up to
-//! `--shutdown-timeout`, then close the database and exit.
+//! signal stop accepting, close sockets with 1012, let in-flight requests
+//! and generations finish for up to `--shutdown-timeout`, mark unfinished
+//! replies interrupted, close the database and exit.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{JwtKeys, LoginLimiter, secret};
+use crate::chat::Generations;
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{self, Db};
 use crate::lock::DataDirLock;
+use crate::rag::{Answerer, Extractive};
+use crate::realtime::{Hub, Tickets};
 
 /// Shared state of every request: cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -25,6 +31,13 @@ pub struct Shared {
     pub db: Db,
     pub jwt: JwtKeys,
     pub limiter: LoginLimiter,
+    pub hub: Hub,
+    pub tickets: Tickets,
+    pub generations: Generations,
+    pub answerer: Arc<dyn Answerer>,
+    pub hooks: Hooks,
+    /// Cancelled when shutdown begins: sockets close with 1012.
+    pub stopping: CancellationToken,
 }
 
 impl Deref for AppState {
@@ -32,6 +45,18 @@ impl Deref for AppState {
     fn deref(&self) -> &Shared {
         &self.0
     }
+}
+
+/// Seams for tests, reachable from Rust code only: never from the command
+/// line or the environment of a release build.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Answers with this provider instead of the configured one.
+    pub answerer: Option<Arc<dyn Answerer>>,
+    /// Each `/ws` with `since` sleeps this long after subscribing to live
+    /// events and before reading the stored ones, so a test can commit
+    /// writes in exactly that window.
+    pub replay_pause: Option<Duration>,
 }
 
 /// Why the server could not start; each maps to an exit code.
@@ -62,35 +87,47 @@ pub struct App {
 }
 
 impl App {
-    /// Everything before listening. Blocking work runs off the async workers.
+    /// Everything before listening.
     pub async fn build(config: Config) -> Result<App, StartupError> {
-        tokio::task::spawn_blocking(move || Self::build_blocking(config))
-            .await
-            .map_err(|e| StartupError::Runtime(format!("start-up task failed: {e}")))?
+        Self::build_with(config, Hooks::default()).await
     }
 
-    fn build_blocking(config: Config) -> Result<App, StartupError> {
-        let dir = &config.data_dir;
-        // The data dir holds accounts and the signing secret: owner only.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| {
-                StartupError::Runtime(format!("cannot create the data dir {}: {e}", dir.display()))
-            })?;
-        let lock = DataDirLock::acquire(dir).map_err(StartupError::Runtime)?;
-        let secret = secret::load_or_create(config.jwt_secret.as_ref().map(|s| s.0.as_str()), dir)
-            .map_err(StartupError::Config)?;
-        let db_path = dir.join("ragd.db");
-        let db = Db::open(&db_path, config.sync).map_err(|e| {
-            StartupError::Runtime(format!("cannot open the database {}: {e}", db_path.display()))
-        })?;
+    /// `build` with test seams.
+    pub async fn build_with(config: Config, hooks: Hooks) -> Result<App, StartupError> {
+        let hub = Hub::default();
+        let publisher_hub = hub.clone();
+        let publish: db::Publisher = Arc::new(move |events| publisher_hub.publish(events));
+        let dir = config.data_dir.clone();
+        let (sync, jwt_secret) = (config.sync, config.jwt_secret.clone());
+        let (lock, secret, db) = tokio::task::spawn_blocking(move || {
+            open_data_dir(&dir, sync, jwt_secret.as_ref().map(|s| s.0.as_str()), publish)
+        })
+        .await
+        .map_err(|e| StartupError::Runtime(format!("start-up task failed: {e}")))??;
         let jwt = JwtKeys::new(&secret).map_err(StartupError::Config)?;
-        // Start-up sweeps (interrupted replies, running jobs) join here.
+
+        let now = db::now_ms();
+        let interrupted = db
+            .write(move |tx| db::messages::interrupt_unfinished(tx, now))
+            .await
+            .map_err(|e| StartupError::Runtime(format!("start-up sweep failed: {e}")))?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "replies left unfinished by a previous process were marked interrupted"
+            );
+        }
+
+        let answerer = hooks.answerer.clone().unwrap_or_else(|| Arc::new(Extractive));
         let state = AppState(Arc::new(Shared {
             jwt,
             limiter: LoginLimiter::default(),
+            hub,
+            tickets: Tickets::default(),
+            generations: Generations::default(),
+            answerer,
+            hooks,
+            stopping: CancellationToken::new(),
             db,
             config,
         }));
@@ -101,34 +138,102 @@ impl App {
         &self.state
     }
 
-    /// Serves on `listener` until `shutdown` is cancelled, then drains
-    /// in-flight requests for up to `--shutdown-timeout` and closes the
-    /// database. The data dir lock is released when this returns.
+    /// Serves on `listener` until `shutdown` is cancelled, then shuts down
+    /// in the order of API.md. The data dir lock is released when this
+    /// returns.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-        let router = crate::api::router(self.state.clone());
+        let state = self.state.clone();
+        let router = crate::api::router(state.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let server =
-            axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let timeout = self.state.config.shutdown_timeout;
-        let drained = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(timeout).await;
+        let stopping = state.stopping.clone();
+        let sweeper = tokio::spawn(sweep_periodically(state.clone()));
+        let server = axum::serve(listener, service)
+            .with_graceful_shutdown(stopping.clone().cancelled_owned())
+            .into_future();
+        let timeout = state.config.shutdown_timeout;
+
+        tokio::pin!(server);
+        let result = tokio::select! {
+            result = &mut server => result,
+            () = shutdown.cancelled() => {
+                stopping.cancel();
+                let deadline = tokio::time::Instant::now() + timeout;
+                if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
+                    tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway");
+                }
+                state.generations.tracker.close();
+                if tokio::time::timeout_at(deadline, state.generations.tracker.wait()).await.is_err() {
+                    tracing::warn!("generations did not finish in time; their replies are marked interrupted");
+                }
+                Ok(())
+            }
         };
-        tokio::select! {
-            result = server => result?,
-            () = drained => tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway"),
+        stopping.cancel();
+        sweeper.abort();
+        let now = db::now_ms();
+        if let Err(err) = state
+            .db
+            .write(move |tx| db::messages::interrupt_unfinished(tx, now))
+            .await
+        {
+            tracing::error!(error = %err, "cannot mark unfinished replies interrupted");
         }
-        // Finishing work (interrupted replies, requeued jobs) joins here.
-        self.state.db.close().await;
+        state.db.close().await;
         tracing::info!("stopped");
-        Ok(())
+        result
+    }
+}
+
+fn open_data_dir(
+    dir: &std::path::Path,
+    sync: crate::config::SyncMode,
+    jwt_secret: Option<&str>,
+    publish: db::Publisher,
+) -> Result<(DataDirLock, Vec<u8>, Db), StartupError> {
+    // The data dir holds accounts and the signing secret: owner only.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StartupError::Runtime(format!("cannot create the data dir {}: {e}", dir.display())))?;
+    let lock = DataDirLock::acquire(dir).map_err(StartupError::Runtime)?;
+    let secret = secret::load_or_create(jwt_secret, dir).map_err(StartupError::Config)?;
+    let db_path = dir.join("ragd.db");
+    let db = Db::open(&db_path, sync, publish)
+        .map_err(|e| StartupError::Runtime(format!("cannot open the database {}: {e}", db_path.display())))?;
+    Ok((lock, secret, db))
+}
+
+/// The periodic sweep: prunes old events (keeping each user's newest
+/// `--event-retention-min`) and expired idempotency keys.
+async fn sweep_periodically(state: AppState) {
+    let mut ticker = tokio::time::interval(state.config.sweep_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let retention_ms = i64::try_from(state.config.event_retention.as_millis()).unwrap_or(i64::MAX);
+        let keep = i64::from(state.config.event_retention_min);
+        let now = db::now_ms();
+        let swept = state
+            .db
+            .write(move |tx| {
+                let events = db::events::prune(tx, now.saturating_sub(retention_ms), keep)?;
+                let keys = db::idempotency::prune(tx, now)?;
+                Ok((events, keys))
+            })
+            .await;
+        match swept {
+            Ok((0, 0)) => {}
+            Ok((events, keys)) => tracing::debug!(events, keys, "pruned"),
+            Err(err) => tracing::warn!(error = %err, "periodic sweep failed"),
+        }
     }
 }
 
 /// Runs the server with `config` until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let listen = config.listen;
-    let app = App::build(config).await?;
+    let app = App::build_with(config, Hooks::from_env()).await?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| StartupError::Runtime(format!("cannot listen on {listen}: {e}")))?;
@@ -144,9 +249,25 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         .map_err(|e| StartupError::Runtime(format!("server error: {e}")))
 }
 
+impl Hooks {
+    /// The binary's hooks: none, unless built with the `test-hooks`
+    /// feature, where `RAGD_TEST_ANSWERER=hang` makes every reply wait
+    /// forever (for crash tests that kill the server mid-reply).
+    fn from_env() -> Hooks {
+        #[cfg(feature = "test-hooks")]
+        if std::env::var("RAGD_TEST_ANSWERER").as_deref() == Ok("hang") {
+            tracing::warn!("test hook: every reply hangs (RAGD_TEST_ANSWERER=hang)");
+            return Hooks {
+                answerer: Some(Arc::new(crate::rag::Hang)),
+                ..Hooks::default()
+            };
+        }
+        Hooks::default()
+    }
+}
+
 async fn signal_shutdown(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
@@ -158,8 +279,6 @@ async fn signal_shutdown(token: CancellationToken) {
             }
         }
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
     tokio::select! {
         _ = ctrl_c => {},
         () = terminate => {},

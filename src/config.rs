@@ -51,6 +51,48 @@ pub struct Config {
     #[arg(long = "trusted-proxy", env = "RAGD_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_net, value_name = "CIDR")]
     pub trusted_proxies: Vec<IpNet>,
 
+    /// Keep events at least this long for clients that reconnect with `since`.
+    #[arg(long, env = "RAGD_EVENT_RETENTION", default_value = "7d", value_parser = parse_duration, value_name = "DURATION")]
+    pub event_retention: Duration,
+
+    /// Always keep at least this many of each user's newest events.
+    #[arg(
+        long,
+        env = "RAGD_EVENT_RETENTION_MIN",
+        default_value_t = 10_000,
+        value_name = "EVENTS"
+    )]
+    pub event_retention_min: u32,
+
+    /// Interval of WebSocket heartbeats; a socket silent for two is closed.
+    #[arg(long, env = "RAGD_HEARTBEAT", default_value = "25s", value_parser = parse_duration, value_name = "DURATION")]
+    pub heartbeat: Duration,
+
+    /// Open WebSockets allowed per user; one more is refused with 429.
+    #[arg(
+        long,
+        env = "RAGD_MAX_SOCKETS_PER_USER",
+        default_value_t = 16,
+        value_name = "N"
+    )]
+    pub max_sockets_per_user: u32,
+
+    /// How long a ticket from `POST /api/ws-ticket` stays usable.
+    #[arg(long, env = "RAGD_WS_TICKET_TTL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub ws_ticket_ttl: Duration,
+
+    /// A socket whose frame cannot be written for this long is closed (4008).
+    #[arg(long, env = "RAGD_WS_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub ws_write_timeout: Duration,
+
+    /// A socket further behind than this many events is closed (4008).
+    #[arg(long, env = "RAGD_WS_MAX_LAG", default_value_t = 5_000, value_name = "EVENTS")]
+    pub ws_max_lag: u32,
+
+    /// How often the background sweep runs (event pruning, expired keys).
+    #[arg(long, env = "RAGD_SWEEP_INTERVAL", default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    pub sweep_interval: Duration,
+
     /// JWT signing secret (at least 32 bytes). Prefer the environment
     /// variable; without it a secret is generated into `<data-dir>/secret.key`.
     #[arg(long, env = "RAGD_JWT_SECRET", hide = true, hide_env_values = true)]

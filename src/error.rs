@@ -128,6 +128,7 @@ impl From<db::Error> for ApiError {
             db::Error::Busy => Self::Unavailable("the database is busy, retry shortly"),
             db::Error::DiskFull => Self::InsufficientStorage,
             db::Error::Closed => Self::Unavailable("the server is shutting down"),
+            db::Error::Conflict(why) => Self::Conflict(why.to_owned()),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -3,14 +3,17 @@
 
 pub mod api;
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod rag;
+pub mod realtime;
 pub mod telemetry;
 
 mod app;
 mod lock;
 
-pub use app::{App, AppState, StartupError, run};
+pub use app::{App, AppState, Hooks, StartupError, run};
 pub use config::Config;

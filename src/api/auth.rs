@@ -14,6 +14,7 @@ use crate::auth::{ClientIp, CurrentUser, password};
 use crate::config::Registration;
 use crate::db::{self, users::User};
 use crate::error::ApiError;
+use crate::realtime::close;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -130,6 +131,7 @@ async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Stat
         .db
         .write(move |conn| db::users::bump_token_version(conn, &id))
         .await?;
+    state.hub.close_user(&user.id, close::REVOKED, "logged out");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -154,6 +156,7 @@ async fn change_password(
             }
             other => other.into(),
         })?;
+    state.hub.close_user(&user.id, close::REVOKED, "password changed");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -166,6 +169,7 @@ async fn delete_account(
     check_password(&state, &user, ip, body.password).await?;
     let id = user.id.clone();
     state.db.write(move |conn| db::users::delete(conn, &id)).await?;
+    state.hub.close_user(&user.id, close::REVOKED, "account deleted");
     tracing::info!(user_id = %user.id, "account deleted");
     Ok(StatusCode::NO_CONTENT)
 }

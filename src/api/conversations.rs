@@ -140,9 +140,13 @@ async fn remove(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let now = db::now_ms();
+    let conversation_id = id.clone();
     state
         .db
-        .write(move |conn| db::conversations::delete(conn, &user.id, &id))
+        .write(move |tx| db::conversations::delete(tx, &user.id, &conversation_id, now))
         .await?;
+    // A reply being generated in it is cancelled (its row is gone already).
+    state.generations.cancel_conversation(&id);
     Ok(StatusCode::NO_CONTENT)
 }

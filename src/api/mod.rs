@@ -6,6 +6,8 @@ pub mod auth;
 pub mod conversations;
 pub mod extract;
 pub mod health;
+pub mod messages;
+pub mod ws;
 
 use std::any::Any;
 
@@ -26,6 +28,8 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(auth::router())
         .merge(conversations::router())
+        .merge(messages::router())
+        .merge(ws::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))

@@ -7,7 +7,7 @@ pub mod limiter;
 pub mod password;
 pub mod secret;
 
-mod current_user;
+pub mod current_user;
 
 pub use client_ip::ClientIp;
 pub use current_user::CurrentUser;

@@ -5,7 +5,19 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use tracing::instrument;
 
-use super::{Error, Result, format_ms};
+use super::events::{self, Subject};
+use super::{Error, Result, Tx, format_ms};
+
+pub const CREATED: &str = "conversation.created";
+pub const UPDATED: &str = "conversation.updated";
+pub const DELETED: &str = "conversation.deleted";
+
+fn subject(id: &str) -> Subject<'_> {
+    Subject {
+        id,
+        conversation_id: Some(id),
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Conversation {
@@ -99,24 +111,40 @@ pub fn list(
 }
 
 #[instrument(skip_all)]
-pub fn rename(conn: &Connection, user_id: &str, id: &str, title: &str, now: i64) -> Result<Conversation> {
-    conn.prepare_cached(
-        "UPDATE conversations SET title = ?3, updated_at = max(updated_at, ?4)
+pub fn rename(tx: &mut Tx<'_>, user_id: &str, id: &str, title: &str, now: i64) -> Result<Conversation> {
+    let conversation = tx
+        .prepare_cached(
+            "UPDATE conversations SET title = ?3, updated_at = max(updated_at, ?4)
          WHERE id = ?1 AND user_id = ?2 RETURNING id, title, created_at, updated_at",
-    )?
-    .query_row(params![id, user_id, title, now], conversation)
-    .optional()?
-    .map(|(c, _)| c)
-    .ok_or(Error::NotFound)
+        )?
+        .query_row(params![id, user_id, title, now], conversation)
+        .optional()?
+        .map(|(c, _)| c)
+        .ok_or(Error::NotFound)?;
+    tx.emit(user_id, UPDATED, subject(id), &conversation, now)?;
+    Ok(conversation)
 }
 
+/// Deletes the conversation and its messages, rewrites the stored events
+/// about them to tombstones, and emits `conversation.deleted`.
 #[instrument(skip_all)]
-pub fn delete(conn: &Connection, user_id: &str, id: &str) -> Result<()> {
-    match conn.execute(
+pub fn delete(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<()> {
+    if tx.execute(
         "DELETE FROM conversations WHERE id = ?1 AND user_id = ?2",
         [id, user_id],
-    )? {
-        0 => Err(Error::NotFound),
-        _ => Ok(()),
+    )? == 0
+    {
+        return Err(Error::NotFound);
     }
+    events::tombstone(tx, user_id, id)?;
+    tx.emit(
+        user_id,
+        DELETED,
+        Subject {
+            id,
+            conversation_id: None,
+        },
+        &serde_json::json!({ "id": id }),
+        now,
+    )
 }

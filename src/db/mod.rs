@@ -5,8 +5,12 @@ mod migrate;
 mod writer;
 
 pub mod conversations;
+pub mod events;
+pub mod idempotency;
+pub mod messages;
 pub mod users;
 
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +19,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::config::SyncMode;
-pub use writer::Writer;
+pub use writer::{Publisher, Writer};
 
 /// How long a connection waits for a lock before SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +37,9 @@ pub enum Error {
     DiskFull,
     #[error("database is closed")]
     Closed,
+    /// The row's state does not allow the change (HTTP 409).
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("sqlite: {0}")]
     Sqlite(rusqlite::Error),
     #[error("connection pool: {0}")]
@@ -60,6 +67,7 @@ impl Error {
             Error::Busy => Error::Busy,
             Error::DiskFull => Error::DiskFull,
             Error::Closed => Error::Closed,
+            Error::Conflict(why) => Error::Conflict(why),
             other => Error::Other(other.to_string()),
         }
     }
@@ -78,7 +86,7 @@ pub struct Db {
 impl Db {
     /// Opens (creating if needed) and migrates the database at `path`.
     /// Blocking: call before serving or from a blocking thread.
-    pub fn open(path: &Path, sync: SyncMode) -> Result<Db> {
+    pub fn open(path: &Path, sync: SyncMode, publish: Publisher) -> Result<Db> {
         let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -103,7 +111,7 @@ impl Db {
             .min_idle(Some(1))
             .connection_timeout(BUSY_TIMEOUT)
             .build(manager)?;
-        let writer = Writer::start(conn)?;
+        let writer = Writer::start(conn, publish)?;
         Ok(Db {
             pool,
             writer,
@@ -135,11 +143,12 @@ impl Db {
 
     /// Runs `f` inside the writer's current transaction; resolves once the
     /// transaction holding its changes has committed (or with its error,
-    /// in which case none of its changes were kept).
+    /// in which case none of its changes were kept). Events emitted through
+    /// the `Tx` are published after the commit, never before.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         self.writer.submit(f).await
     }
@@ -147,6 +156,36 @@ impl Db {
     /// Stops the writer after the writes already queued, and waits for it.
     pub async fn close(&self) {
         self.writer.close().await;
+    }
+}
+
+/// A write in progress: the connection (through `Deref`) plus the events
+/// it emits, which the writer publishes once the transaction commits.
+pub struct Tx<'c> {
+    conn: &'c Connection,
+    events: Vec<events::EventFrame>,
+}
+
+impl Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Tx<'_> {
+    /// Appends an event to the user's log in this transaction.
+    pub fn emit(
+        &mut self,
+        user_id: &str,
+        kind: &'static str,
+        subject: events::Subject<'_>,
+        data: &impl serde::Serialize,
+        now: i64,
+    ) -> Result<()> {
+        let frame = events::append(self.conn, user_id, kind, subject, data, now)?;
+        self.events.push(frame);
+        Ok(())
     }
 }
 

@@ -10,7 +10,12 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Error, Result};
+use super::events::EventFrame;
+use super::{Error, Result, Tx};
+
+/// Receives the events of each committed write, in commit order, on the
+/// writer thread (so a user's events are published in id order).
+pub type Publisher = Arc<dyn Fn(Vec<EventFrame>) + Send + Sync>;
 
 /// Most writes committed together; bounds the latency of the first one.
 const MAX_BATCH: usize = 256;
@@ -23,7 +28,7 @@ type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 /// A queued write, type-erased so one channel carries writes of any result.
 trait Job: Send {
     /// Runs inside the batch's transaction; says whether it succeeded.
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Completion);
+    fn run(self: Box<Self>, conn: &Connection, publish: &Publisher) -> (bool, Completion);
     /// The write could not run at all.
     fn abort(self: Box<Self>, err: Error);
 }
@@ -36,17 +41,28 @@ struct TypedJob<T, F> {
 impl<T, F> Job for TypedJob<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Completion) {
+    fn run(self: Box<Self>, conn: &Connection, publish: &Publisher) -> (bool, Completion) {
         let TypedJob { f, reply } = *self;
-        match f(conn) {
-            Ok(value) => (
-                true,
-                Box::new(move |committed: Result<()>| {
-                    let _ = reply.send(committed.map(|()| value));
-                }),
-            ),
+        let mut tx = Tx {
+            conn,
+            events: Vec::new(),
+        };
+        match f(&mut tx) {
+            Ok(value) => {
+                let events = tx.events;
+                let publish = Arc::clone(publish);
+                (
+                    true,
+                    Box::new(move |committed: Result<()>| {
+                        if committed.is_ok() && !events.is_empty() {
+                            publish(events);
+                        }
+                        let _ = reply.send(committed.map(|()| value));
+                    }),
+                )
+            }
             Err(err) => (
                 false,
                 Box::new(move |_| {
@@ -73,11 +89,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection) -> Result<Writer> {
+    pub fn start(conn: Connection, publish: Publisher) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
             .name("ragd-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, publish))
             .map_err(|e| Error::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             tx,
@@ -88,7 +104,7 @@ impl Writer {
     pub async fn submit<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         let (reply, done) = oneshot::channel::<Result<T>>();
         let job: Box<dyn Job> = Box::new(TypedJob { f, reply });
@@ -107,7 +123,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     loop {
         let mut stop = false;
@@ -123,7 +139,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
             }
         }
         if !batch.is_empty() {
-            commit_batch(&conn, batch.drain(..));
+            commit_batch(&conn, &publish, batch.drain(..));
         }
         if stop {
             break;
@@ -139,7 +155,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
-fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Box<dyn Job>>) {
+fn commit_batch(conn: &Connection, publish: &Publisher, jobs: impl Iterator<Item = Box<dyn Job>>) {
     if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = Error::from(err);
         tracing::error!(error = %err, "cannot begin a write transaction");
@@ -152,7 +168,7 @@ fn commit_batch(conn: &Connection, jobs: impl Iterator<Item = Box<dyn Job>>) {
             job.abort(Error::from(err));
             continue;
         }
-        match catch_unwind(AssertUnwindSafe(|| job.run(conn))) {
+        match catch_unwind(AssertUnwindSafe(|| job.run(conn, publish))) {
             Ok((true, completion)) => {
                 let _ = conn.execute_batch("RELEASE job");
                 completions.push(completion);

@@ -1,0 +1,273 @@
+//! Messages: list a conversation, post a turn (sync or `Prefer:
+//! respond-async`, with `Idempotency-Key`), cancel and retry a reply.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::extract::{AppJson, AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor, limit};
+use crate::AppState;
+use crate::auth::CurrentUser;
+use crate::chat;
+use crate::db::idempotency::{self, Recorded};
+use crate::db::messages::{self, ListKey, Message, Page};
+use crate::db::{self};
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/conversations/{id}/messages", get(list).post(create))
+        .route("/api/messages/{id}/cancel", post(cancel))
+        .route("/api/messages/{id}/retry", post(retry))
+}
+
+const MAX_CONTENT_CHARS: usize = 32_768;
+const MAX_KEY_CHARS: usize = 128;
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<i64>,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MessagePage {
+    items: Vec<Message>,
+    next_before: Option<String>,
+    next_after: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NewMessage {
+    content: String,
+}
+
+fn cursor(key: &ListKey) -> String {
+    encode_cursor(&[&key.created_at.to_string(), &key.id])
+}
+
+fn parse_cursor(raw: &str) -> Result<ListKey, ApiError> {
+    let parts = decode_cursor(raw, 2)?;
+    let created_at = parts[0]
+        .parse()
+        .map_err(|_| ApiError::BadRequest("the cursor is not valid".into()))?;
+    Ok(ListKey {
+        created_at,
+        id: parts[1].clone(),
+    })
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(conversation_id): Path<String>,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let limit = limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let after_cursor = query.after.clone();
+    let page = match (query.before.as_deref(), query.after.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "pass either before or after, not both".into(),
+            ));
+        }
+        (Some(before), None) => Page::Before(Some(parse_cursor(before)?)),
+        (None, Some(after)) => Page::After(parse_cursor(after)?),
+        (None, None) => Page::Before(None),
+    };
+    let listed = state
+        .db
+        .read(move |conn| messages::list(conn, &user.id, &conversation_id, limit, page))
+        .await?;
+    Ok(Json(MessagePage {
+        next_before: if listed.more_before {
+            listed.first.as_ref().map(cursor)
+        } else {
+            None
+        },
+        // Past the last item; an empty forward page keeps the caller's place.
+        next_after: listed.last.as_ref().map(cursor).or(after_cursor),
+        items: listed.items,
+    }))
+}
+
+/// What the write of a new turn found.
+enum Turn {
+    New(Box<(Message, Message)>),
+    Repeat(Recorded),
+}
+
+#[derive(Serialize, Deserialize)]
+struct TurnIds {
+    user_message: String,
+    assistant_message: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(conversation_id): Path<String>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<NewMessage>,
+) -> Result<Response, ApiError> {
+    let content = body.content;
+    let n = content.chars().count();
+    if n == 0 || n > MAX_CONTENT_CHARS || content.trim().is_empty() {
+        return Err(ApiError::Validation(format!(
+            "content must be 1 to {MAX_CONTENT_CHARS} characters and not only whitespace"
+        )));
+    }
+    let key = idempotency_key(&headers)?;
+    let status = if prefers_async(&headers) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let path = format!("/api/conversations/{conversation_id}/messages");
+    let fingerprint = fingerprint("POST", &path, content.as_bytes());
+    let now = db::now_ms();
+    let (user_id, question) = (user.id.clone(), content.clone());
+    let turn = state
+        .db
+        .write(move |tx| {
+            if let Some(key) = &key
+                && let Some(recorded) = idempotency::find(tx, &user_id, key, &fingerprint, now)?
+            {
+                return Ok(Turn::Repeat(recorded));
+            }
+            let (sent, reply) = messages::insert_turn(tx, &user_id, &conversation_id, &content, now)?;
+            if let Some(key) = &key {
+                let ids = TurnIds {
+                    user_message: sent.id.clone(),
+                    assistant_message: reply.id.clone(),
+                };
+                let response = serde_json::to_string(&ids).map_err(|e| db::Error::Other(e.to_string()))?;
+                let recorded = Recorded {
+                    status: status.as_u16(),
+                    response,
+                };
+                idempotency::record(tx, &user_id, key, "POST", &path, &fingerprint, &recorded, now)?;
+            }
+            Ok(Turn::New(Box::new((sent, reply))))
+        })
+        .await?;
+
+    match turn {
+        Turn::New(turn) => {
+            let (sent, reply) = *turn;
+            let done = chat::start(&state, &user.id, &reply, question);
+            if status == StatusCode::ACCEPTED {
+                return Ok(accepted(&sent, &reply));
+            }
+            done.cancelled().await;
+            Ok(Json(current(&state, &user.id, &reply.id).await?).into_response())
+        }
+        Turn::Repeat(recorded) => {
+            let ids: TurnIds = serde_json::from_str(&recorded.response).map_err(ApiError::internal)?;
+            if recorded.status == StatusCode::ACCEPTED.as_u16() {
+                let sent = current(&state, &user.id, &ids.user_message).await?;
+                let reply = current(&state, &user.id, &ids.assistant_message).await?;
+                return Ok(accepted(&sent, &reply));
+            }
+            if let Some(done) = state.generations.done_signal(&ids.assistant_message) {
+                done.cancelled().await;
+            }
+            Ok(Json(current(&state, &user.id, &ids.assistant_message).await?).into_response())
+        }
+    }
+}
+
+fn accepted(sent: &Message, reply: &Message) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"user_message": sent, "assistant_message": reply})),
+    )
+        .into_response()
+}
+
+async fn current(state: &AppState, user_id: &str, id: &str) -> Result<Message, ApiError> {
+    let (user_id, id) = (user_id.to_owned(), id.to_owned());
+    Ok(state
+        .db
+        .read(move |conn| messages::get(conn, &user_id, &id))
+        .await?)
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Message>, ApiError> {
+    let now = db::now_ms();
+    let message_id = id.clone();
+    let message = state
+        .db
+        .write(move |tx| messages::cancel(tx, &user.id, &message_id, now))
+        .await?;
+    state.generations.cancel(&id);
+    Ok(Json(message))
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let now = db::now_ms();
+    let user_id = user.id.clone();
+    let (reply, question) = state
+        .db
+        .write(move |tx| messages::reset_for_retry(tx, &user_id, &id, now))
+        .await?;
+    let done = chat::start(&state, &user.id, &reply, question);
+    if prefers_async(&headers) {
+        return Ok((StatusCode::ACCEPTED, Json(json!({"assistant_message": reply}))).into_response());
+    }
+    done.cancelled().await;
+    Ok(Json(current(&state, &user.id, &reply.id).await?).into_response())
+}
+
+/// `Prefer: respond-async` (a token of the comma-separated list).
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+}
+
+/// The `Idempotency-Key` header: 1..=128 characters, else 400.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+    let n = key.chars().count();
+    if n == 0 || n > MAX_KEY_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters"
+        )));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Identifies "the same request" for idempotency: method, path and body.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body);
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,325 @@
+//! Chat messages. A user message is stored `done`; its assistant reply is
+//! stored `pending` in the same transaction and later finished, cancelled
+//! or interrupted, each change with its event.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+use tracing::instrument;
+
+use super::events::Subject;
+use super::{Error, Result, Tx, format_ms};
+use crate::rag::Source;
+
+pub const CREATED: &str = "message.created";
+pub const STATUS_UPDATED: &str = "message.status_updated";
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Message {
+    pub id: String,
+    pub conversation_id: String,
+    pub role: String,
+    pub content: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub sources: Vec<Source>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Position of a message in its conversation, for cursors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListKey {
+    pub created_at: i64,
+    pub id: String,
+}
+
+/// Which page of a conversation to list.
+pub enum Page {
+    /// The newest messages (older than the key when given).
+    Before(Option<ListKey>),
+    /// The messages just after the key.
+    After(ListKey),
+}
+
+/// How a generation ended.
+pub enum Outcome {
+    Done { content: String, sources: Vec<Source> },
+    Failed(String),
+}
+
+const COLUMNS: &str =
+    "id, conversation_id, role, content, status, error, sources, created_at, updated_at, user_id";
+
+struct Row2 {
+    message: Message,
+    key: ListKey,
+    user_id: String,
+}
+
+fn message(row: &Row<'_>) -> rusqlite::Result<Row2> {
+    let sources: String = row.get(6)?;
+    let created_at: i64 = row.get(7)?;
+    let id: String = row.get(0)?;
+    Ok(Row2 {
+        key: ListKey {
+            created_at,
+            id: id.clone(),
+        },
+        message: Message {
+            id,
+            conversation_id: row.get(1)?,
+            role: row.get(2)?,
+            content: row.get(3)?,
+            status: row.get(4)?,
+            error: row.get(5)?,
+            // Written by us as a JSON array; an unreadable value shows as none.
+            sources: serde_json::from_str(&sources).unwrap_or_default(),
+            created_at: format_ms(created_at),
+            updated_at: format_ms(row.get(8)?),
+        },
+        user_id: row.get(9)?,
+    })
+}
+
+fn emit(tx: &mut Tx<'_>, kind: &'static str, user_id: &str, m: &Message, now: i64) -> Result<()> {
+    tx.emit(
+        user_id,
+        kind,
+        Subject {
+            id: &m.id,
+            conversation_id: Some(&m.conversation_id),
+        },
+        m,
+        now,
+    )
+}
+
+/// Inserts a user message and its pending reply, moves the conversation's
+/// `updated_at`, and emits both `message.created` events.
+#[instrument(skip_all)]
+pub fn insert_turn(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    conversation_id: &str,
+    content: &str,
+    now: i64,
+) -> Result<(Message, Message)> {
+    let touched = tx.execute(
+        "UPDATE conversations SET updated_at = max(updated_at, ?3) WHERE id = ?1 AND user_id = ?2",
+        params![conversation_id, user_id, now],
+    )?;
+    if touched == 0 {
+        return Err(Error::NotFound);
+    }
+    let user = insert(tx, user_id, conversation_id, "user", content, "done", now)?;
+    let reply = insert(tx, user_id, conversation_id, "assistant", "", "pending", now)?;
+    emit(tx, CREATED, user_id, &user, now)?;
+    emit(tx, CREATED, user_id, &reply, now)?;
+    Ok((user, reply))
+}
+
+fn insert(
+    conn: &Connection,
+    user_id: &str,
+    conversation_id: &str,
+    role: &str,
+    content: &str,
+    status: &str,
+    now: i64,
+) -> Result<Message> {
+    let id = super::new_id();
+    conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, user_id, role, content, status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    )?
+    .execute(params![id, conversation_id, user_id, role, content, status, now])?;
+    Ok(Message {
+        id,
+        conversation_id: conversation_id.to_owned(),
+        role: role.to_owned(),
+        content: content.to_owned(),
+        status: status.to_owned(),
+        error: None,
+        sources: Vec::new(),
+        created_at: format_ms(now),
+        updated_at: format_ms(now),
+    })
+}
+
+#[instrument(skip_all)]
+pub fn get(conn: &Connection, user_id: &str, id: &str) -> Result<Message> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM messages WHERE id = ?1 AND user_id = ?2"
+    ))?
+    .query_row([id, user_id], message)
+    .optional()?
+    .map(|r| r.message)
+    .ok_or(Error::NotFound)
+}
+
+/// Ends a generation, unless the reply is no longer running (cancelled, or
+/// gone with its conversation): then nothing changes and `None` is returned.
+#[instrument(skip_all)]
+pub fn finish(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    id: &str,
+    outcome: Outcome,
+    now: i64,
+) -> Result<Option<Message>> {
+    let (content, sources, status, error) = match outcome {
+        Outcome::Done { content, sources } => {
+            let sources = serde_json::to_string(&sources).map_err(|e| Error::Other(e.to_string()))?;
+            (Some(content), sources, "done", None)
+        }
+        Outcome::Failed(error) => (None, "[]".to_owned(), "error", Some(error)),
+    };
+    let updated = tx
+        .prepare_cached(&format!(
+            "UPDATE messages SET content = coalesce(?3, content), sources = ?4, status = ?5, error = ?6, updated_at = ?7
+             WHERE id = ?1 AND user_id = ?2 AND status IN ('pending', 'streaming') RETURNING {COLUMNS}"
+        ))?
+        .query_row(params![id, user_id, content, sources, status, error, now], message)
+        .optional()?;
+    match updated {
+        Some(row) => {
+            emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
+            Ok(Some(row.message))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Cancels a running reply, keeping its partial content.
+#[instrument(skip_all)]
+pub fn cancel(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<Message> {
+    let current = get(tx, user_id, id)?;
+    if current.role != "assistant" || !matches!(current.status.as_str(), "pending" | "streaming") {
+        return Err(Error::Conflict(
+            "only a reply that is still being generated can be cancelled",
+        ));
+    }
+    let row = tx
+        .prepare_cached(&format!(
+            "UPDATE messages SET status = 'cancelled', updated_at = ?3 WHERE id = ?1 AND user_id = ?2 RETURNING {COLUMNS}"
+        ))?
+        .query_row(params![id, user_id, now], message)?;
+    emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
+    Ok(row.message)
+}
+
+/// Puts a finished reply back to `pending` (empty content, no error, no
+/// sources) for regeneration; returns it and the question it answers.
+#[instrument(skip_all)]
+pub fn reset_for_retry(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<(Message, String)> {
+    let current = get(tx, user_id, id)?;
+    if current.role != "assistant" {
+        return Err(Error::Conflict("only an assistant reply can be retried"));
+    }
+    if matches!(current.status.as_str(), "pending" | "streaming") {
+        return Err(Error::Conflict("the reply is still being generated"));
+    }
+    let row = tx
+        .prepare_cached(&format!(
+            "UPDATE messages SET status = 'pending', content = '', error = NULL, sources = '[]', updated_at = ?3
+             WHERE id = ?1 AND user_id = ?2 RETURNING {COLUMNS}"
+        ))?
+        .query_row(params![id, user_id, now], message)?;
+    let question: String = tx
+        .prepare_cached(
+            "SELECT content FROM messages
+             WHERE conversation_id = ?1 AND role = 'user' AND (created_at, id) < (?2, ?3)
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )?
+        .query_row(
+            params![row.message.conversation_id, row.key.created_at, row.key.id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_default();
+    emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
+    Ok((row.message, question))
+}
+
+/// One page of a conversation, oldest first, with the keys of its first
+/// and last items and whether older messages exist before it.
+pub struct Listed {
+    pub items: Vec<Message>,
+    pub first: Option<ListKey>,
+    pub last: Option<ListKey>,
+    pub more_before: bool,
+}
+
+#[instrument(skip_all)]
+pub fn list(
+    conn: &Connection,
+    user_id: &str,
+    conversation_id: &str,
+    limit: usize,
+    page: Page,
+) -> Result<Listed> {
+    // The conversation must be the caller's, even when it has no messages.
+    super::conversations::get(conn, user_id, conversation_id)?;
+    let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+    let (sql, key, descending) = match &page {
+        Page::Before(key) => (
+            format!(
+                "SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1
+                 AND (?2 IS NULL OR (created_at, id) < (?2, ?3))
+                 ORDER BY created_at DESC, id DESC LIMIT ?4"
+            ),
+            key.as_ref(),
+            true,
+        ),
+        Page::After(key) => (
+            format!(
+                "SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1
+                 AND (?2 IS NULL OR (created_at, id) > (?2, ?3))
+                 ORDER BY created_at ASC, id ASC LIMIT ?4"
+            ),
+            Some(key),
+            false,
+        ),
+    };
+    let mut rows = conn
+        .prepare_cached(&sql)?
+        .query_map(
+            params![
+                conversation_id,
+                key.map(|k| k.created_at),
+                key.map(|k| k.id.as_str()),
+                fetch
+            ],
+            message,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    if descending {
+        rows.reverse();
+    }
+    Ok(Listed {
+        first: rows.first().map(|r| r.key.clone()),
+        last: rows.last().map(|r| r.key.clone()),
+        more_before: if descending { more } else { !rows.is_empty() },
+        items: rows.into_iter().map(|r| r.message).collect(),
+    })
+}
+
+/// Start-up (and shutdown) sweep: every reply left `pending`/`streaming` by
+/// a process that is gone becomes `error`/"interrupted", keeping its
+/// partial content, with its event. Returns how many were fixed.
+#[instrument(skip_all)]
+pub fn interrupt_unfinished(tx: &mut Tx<'_>, now: i64) -> Result<usize> {
+    let rows = tx
+        .prepare_cached(&format!(
+            "UPDATE messages SET status = 'error', error = 'interrupted', updated_at = ?1
+             WHERE status IN ('pending', 'streaming') RETURNING {COLUMNS}"
+        ))?
+        .query_map([now], message)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for row in &rows {
+        emit(tx, STATUS_UPDATED, &row.user_id, &row.message, now)?;
+    }
+    Ok(rows.len())
+}

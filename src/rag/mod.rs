@@ -1,0 +1,65 @@
+//! Retrieval-augmented answers: the `Answerer` trait every answer provider
+//! implements, and the built-in offline `extractive` provider.
+
+mod extractive;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+pub use extractive::Extractive;
+
+/// A passage an answer cites: `[n]` in the content refers to `sources[n-1]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub document_id: String,
+    pub filename: String,
+    pub chunk_id: String,
+    pub snippet: String,
+    pub score: f64,
+}
+
+/// What an answer provider is asked.
+#[derive(Debug, Clone)]
+pub struct AnswerRequest {
+    pub user_id: String,
+    pub conversation_id: String,
+    /// The assistant message being generated.
+    pub message_id: String,
+    /// The user's question (the content of the user message it answers).
+    pub question: String,
+}
+
+/// A finished answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub content: String,
+    pub sources: Vec<Source>,
+}
+
+/// Why an answer could not be produced; the text is shown to the user as
+/// the reply's `error`, so it must be actionable and leak no secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AnswerError(pub String);
+
+pub type AnswerFuture = Pin<Box<dyn Future<Output = Result<Answer, AnswerError>> + Send + 'static>>;
+
+/// An answer provider. A generation runs as its own task and is dropped when
+/// the reply is cancelled, so implementations stop at their next `.await`.
+pub trait Answerer: Send + Sync + 'static {
+    fn answer(&self, request: AnswerRequest) -> AnswerFuture;
+}
+
+/// An answerer that never answers: the `test-hooks` build uses it to leave
+/// a reply pending while a test kills the server.
+#[cfg(feature = "test-hooks")]
+pub struct Hang;
+
+#[cfg(feature = "test-hooks")]
+impl Answerer for Hang {
+    fn answer(&self, _request: AnswerRequest) -> AnswerFuture {
+        Box::pin(std::future::pending())
+    }
+}

@@ -1,0 +1,387 @@
+//! `GET /ws`: authenticate before the upgrade (ticket, Bearer header,
+//! `bearer` subprotocol, `token` query), then run one task per socket that
+//! sends `hello`, replays stored events after `since`, and forwards live
+//! events with no gap and no duplicate, reading from the stored log
+//! whenever the in-memory channel cannot serve it.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::close;
+use super::hub::{Push, Subscription};
+use crate::AppState;
+use crate::api::extract::AppQuery;
+use crate::auth::current_user::authenticate;
+use crate::db;
+use crate::error::ApiError;
+
+/// Inbound frames above this close the socket with 1009.
+const MAX_INBOUND: usize = 4 * 1024;
+/// Stored events read per query while replaying or catching up.
+const REPLAY_PAGE: usize = 500;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    ticket: Option<String>,
+    token: Option<String>,
+    since: Option<String>,
+    epoch: Option<String>,
+}
+
+/// Who the socket belongs to and until when.
+struct Peer {
+    user_id: String,
+    /// Unix seconds at which the credential expires (close 4001).
+    expires_at: i64,
+}
+
+pub async fn handler(
+    State(state): State<AppState>,
+    AppQuery(query): AppQuery<WsQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let (peer, via_subprotocol) = credentials(&state, &query, &headers).await?;
+    let since = match query.since.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<u64>()
+                .ok()
+                .and_then(|n| i64::try_from(n).ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest("since must be a non-negative integer event id".into())
+                })?,
+        ),
+    };
+    let max = usize::try_from(state.config.max_sockets_per_user).unwrap_or(usize::MAX);
+    let subscription = state
+        .hub
+        .subscribe(&peer.user_id, max)
+        .ok_or(ApiError::RateLimited {
+            message: "too many open sockets for this user",
+            retry_after_secs: 5,
+        })?;
+    let upgrade = upgrade.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
+    let upgrade = if via_subprotocol {
+        upgrade.protocols(["bearer"])
+    } else {
+        upgrade
+    };
+    let epoch = query.epoch.filter(|_| since.is_some());
+    Ok(upgrade
+        // Small buffers: an idle socket must cost little memory. Outbound
+        // frames are flushed one by one, and a peer that stops reading is
+        // bounded by the write timeout, not by an ever-growing buffer.
+        .read_buffer_size(MAX_INBOUND)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 << 20)
+        .max_message_size(MAX_INBOUND)
+        .max_frame_size(MAX_INBOUND)
+        .on_upgrade(move |socket| async move {
+            let session = Session {
+                state,
+                peer,
+                socket,
+                last_sent: 0,
+                subscription,
+            };
+            session.run(since, epoch).await;
+        }))
+}
+
+/// Credentials in the order of preference of API.md. Returns whether the
+/// `bearer` subprotocol carried them (the server must then select it).
+async fn credentials(
+    state: &AppState,
+    query: &WsQuery,
+    headers: &HeaderMap,
+) -> Result<(Peer, bool), ApiError> {
+    const INVALID: ApiError = ApiError::Unauthorized("missing, invalid, expired or used credentials");
+    if let Some(ticket) = &query.ticket {
+        let grant = state.tickets.redeem(ticket).ok_or(INVALID)?;
+        let user_id = grant.user_id.clone();
+        let account = state
+            .db
+            .read(move |conn| db::users::by_id(conn, &user_id))
+            .await?;
+        return match account {
+            Some(a) if a.token_version == grant.token_version => Ok((
+                Peer {
+                    user_id: grant.user_id,
+                    expires_at: grant.token_expires_at,
+                },
+                false,
+            )),
+            _ => Err(INVALID),
+        };
+    }
+    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(INVALID)?;
+        let user = authenticate(state, token.trim()).await?;
+        return Ok((
+            Peer {
+                user_id: user.id,
+                expires_at: user.expires_at,
+            },
+            false,
+        ));
+    }
+    if let Some(value) = headers.get(axum::http::header::SEC_WEBSOCKET_PROTOCOL) {
+        let mut parts = value.to_str().map_err(|_| INVALID)?.split(',').map(str::trim);
+        if parts.next() == Some("bearer") {
+            let token = parts.next().ok_or(INVALID)?;
+            let user = authenticate(state, token).await?;
+            return Ok((
+                Peer {
+                    user_id: user.id,
+                    expires_at: user.expires_at,
+                },
+                true,
+            ));
+        }
+    }
+    if let Some(token) = &query.token {
+        let user = authenticate(state, token).await?;
+        return Ok((
+            Peer {
+                user_id: user.id,
+                expires_at: user.expires_at,
+            },
+            false,
+        ));
+    }
+    Err(INVALID)
+}
+
+/// Why a session ended early.
+struct Closed;
+
+struct Session {
+    state: AppState,
+    peer: Peer,
+    socket: WebSocket,
+    /// The id of the last event this socket has sent; nothing at or below
+    /// it is ever sent again, nothing above it is skipped.
+    last_sent: i64,
+    subscription: Subscription,
+}
+
+impl Session {
+    async fn run(mut self, since: Option<i64>, epoch: Option<String>) {
+        if self.start(since, epoch).await.is_ok() {
+            let _ = self.forward().await;
+        }
+    }
+
+    async fn start(&mut self, since: Option<i64>, epoch: Option<String>) -> Result<(), Closed> {
+        let head = self.head().await?;
+        let hello = json!({"type": "hello", "data": {
+            "user_id": self.peer.user_id,
+            "epoch": self.state.db.epoch(),
+            "head": head,
+            "heartbeat_ms": u64::try_from(self.state.config.heartbeat.as_millis()).unwrap_or(u64::MAX),
+        }});
+        self.send_json(&hello).await?;
+        self.last_sent = head;
+        let Some(since) = since else { return Ok(()) };
+        if let Some(pause) = self.state.hooks.replay_pause {
+            // Test seam: lets writes land between subscribing and replaying.
+            tokio::time::sleep(pause).await;
+        }
+        let user_id = self.peer.user_id.clone();
+        let oldest = self.read(move |conn| db::events::oldest(conn, &user_id)).await?;
+        let epoch_differs = epoch.is_some_and(|e| e != self.state.db.epoch());
+        // Events after `since` are all retained when the oldest kept one is
+        // at most since + 1 (or nothing was due after `since`).
+        let retained = since >= head || oldest.is_some_and(|o| o <= since + 1);
+        if epoch_differs || since > head || !retained {
+            let frame = json!({"type": "resync_required", "data": {"oldest_id": oldest, "head": head}});
+            return self.send_json(&frame).await;
+        }
+        self.last_sent = since;
+        let now_head = self.head().await?;
+        self.catch_up(now_head).await
+    }
+
+    /// Forwards live events and control frames until the socket ends.
+    async fn forward(&mut self) -> Result<(), Closed> {
+        let heartbeat = self.state.config.heartbeat;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        let mut last_heard = Instant::now();
+        let expiry = expiry_instant(self.peer.expires_at);
+        let stopping = self.state.stopping.clone();
+        loop {
+            tokio::select! {
+                pushed = self.subscription.receiver.recv() => match pushed {
+                    Ok(Push::Event { id, text }) => self.deliver(id, text).await?,
+                    Ok(Push::Close { code, reason }) => return self.close(code, reason).await,
+                    Err(RecvError::Lagged(_)) => {
+                        // Fell behind the in-memory channel: read the rest from the log.
+                        let head = self.head().await?;
+                        self.catch_up(head).await?;
+                    }
+                    Err(RecvError::Closed) => return self.close(close::SHUTDOWN, "server restart").await,
+                },
+                inbound = self.socket.recv() => {
+                    last_heard = Instant::now();
+                    match inbound {
+                        Some(Ok(Message::Text(text))) => {
+                            if is_ping(&text) {
+                                self.send(Message::Text(Utf8Bytes::from_static(r#"{"type":"pong"}"#))).await?;
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None => return Err(Closed),
+                        Some(Ok(_)) => {}
+                        Some(Err(err)) => {
+                            return if is_too_big(err) {
+                                self.close(close::TOO_BIG, "frame too large").await
+                            } else {
+                                Err(Closed)
+                            };
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    if last_heard.elapsed() > heartbeat * 2 {
+                        return self.close(close::IDLE, "no frames from the client").await;
+                    }
+                    self.send(Message::Ping(axum::body::Bytes::new())).await?;
+                    let frame = json!({"type": "heartbeat", "data": {"head": self.last_sent}});
+                    self.send_json(&frame).await?;
+                }
+                () = tokio::time::sleep_until(expiry) => {
+                    return self.close(close::TOKEN_EXPIRED, "token expired").await;
+                }
+                () = stopping.cancelled() => {
+                    return self.close(close::SHUTDOWN, "server restart").await;
+                }
+            }
+        }
+    }
+
+    /// Sends a live event in order: skips what was sent, fills any gap
+    /// from the stored log first.
+    async fn deliver(&mut self, id: i64, text: Utf8Bytes) -> Result<(), Closed> {
+        if id <= self.last_sent {
+            return Ok(());
+        }
+        if id > self.last_sent + 1 {
+            self.catch_up(id - 1).await?;
+        }
+        self.send(Message::Text(text)).await?;
+        self.last_sent = id;
+        Ok(())
+    }
+
+    /// Sends every stored event after `last_sent` up to `upto`, in pages.
+    async fn catch_up(&mut self, upto: i64) -> Result<(), Closed> {
+        let max_lag = i64::from(self.state.config.ws_max_lag);
+        while self.last_sent < upto {
+            if upto - self.last_sent > max_lag {
+                return self
+                    .close(close::TOO_SLOW, "too far behind; reconnect with since")
+                    .await;
+            }
+            let (user_id, after) = (self.peer.user_id.clone(), self.last_sent);
+            let page = self
+                .read(move |conn| db::events::range(conn, &user_id, after, upto, REPLAY_PAGE))
+                .await?;
+            let Some(last) = page.last().map(|e| e.id) else {
+                // Pruned meanwhile: the client must refetch.
+                let frame = json!({"type": "resync_required", "data": {"oldest_id": null, "head": upto}});
+                self.send_json(&frame).await?;
+                self.last_sent = upto;
+                return Ok(());
+            };
+            for event in page {
+                self.send(Message::Text(event.text.into())).await?;
+            }
+            self.last_sent = last;
+        }
+        Ok(())
+    }
+
+    // These borrow only the (Sync) state, never the session, whose socket
+    // is not Sync: the session's future must stay Send.
+    fn head(&self) -> impl Future<Output = Result<i64, Closed>> + Send + 'static {
+        let user_id = self.peer.user_id.clone();
+        self.read(move |conn| db::events::head(conn, &user_id))
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> db::Result<T> + Send + 'static,
+    ) -> impl Future<Output = Result<T, Closed>> + Send + 'static {
+        let state = self.state.clone();
+        async move {
+            state.db.read(f).await.map_err(|err| {
+                tracing::warn!(error = %err, "socket closed: cannot read events");
+                Closed
+            })
+        }
+    }
+
+    async fn send_json(&mut self, value: &serde_json::Value) -> Result<(), Closed> {
+        self.send(Message::Text(value.to_string().into())).await
+    }
+
+    /// Writes one frame, or gives up on a peer that cannot take it in time.
+    async fn send(&mut self, message: Message) -> Result<(), Closed> {
+        match tokio::time::timeout(self.state.config.ws_write_timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Closed),
+            Err(_) => {
+                tracing::info!(user_id = %self.peer.user_id, "closing a socket that stopped reading");
+                let _ = self.close(close::TOO_SLOW, "too slow").await;
+                Err(Closed)
+            }
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) -> Result<(), Closed> {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        // Best effort, and never longer than a second: the peer may be gone.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+        Err(Closed)
+    }
+}
+
+fn is_ping(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+    }
+    serde_json::from_str::<Typed<'_>>(text).is_ok_and(|t| t.kind == "ping")
+}
+
+fn is_too_big(err: axum::Error) -> bool {
+    err.into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
+/// When a token that expires at `exp` (Unix seconds) runs out, as a timer.
+fn expiry_instant(exp: i64) -> tokio::time::Instant {
+    let left_ms = exp.saturating_mul(1000).saturating_sub(db::now_ms()).max(0);
+    tokio::time::Instant::now() + Duration::from_millis(u64::try_from(left_ms).unwrap_or(0))
+}
