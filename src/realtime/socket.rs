@@ -168,6 +168,14 @@ async fn credentials(
 /// Why a session ended early.
 struct Closed;
 
+/// Whether falling behind by more than `--ws-max-lag` closes the socket
+/// (live sockets) or not (the replay a client asked for with `since`).
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Lag {
+    Bounded,
+    Unbounded,
+}
+
 struct Session {
     state: AppState,
     peer: Peer,
@@ -212,7 +220,9 @@ impl Session {
         }
         self.last_sent = since;
         let now_head = self.head().await?;
-        self.catch_up(now_head).await
+        // A reconnecting client may be far behind: its replay is not bounded
+        // by the live lag limit (retention bounds it).
+        self.catch_up(now_head, Lag::Unbounded).await
     }
 
     /// Forwards live events and control frames until the socket ends.
@@ -230,7 +240,7 @@ impl Session {
                     Err(RecvError::Lagged(_)) => {
                         // Fell behind the in-memory channel: read the rest from the log.
                         let head = self.head().await?;
-                        self.catch_up(head).await?;
+                        self.catch_up(head, Lag::Bounded).await?;
                     }
                     Err(RecvError::Closed) => return self.close(close::SHUTDOWN, "server restart").await,
                 },
@@ -278,7 +288,7 @@ impl Session {
             return Ok(());
         }
         if id > self.last_sent + 1 {
-            self.catch_up(id - 1).await?;
+            self.catch_up(id - 1, Lag::Bounded).await?;
         }
         self.send(Message::Text(text)).await?;
         self.last_sent = id;
@@ -286,10 +296,10 @@ impl Session {
     }
 
     /// Sends every stored event after `last_sent` up to `upto`, in pages.
-    async fn catch_up(&mut self, upto: i64) -> Result<(), Closed> {
+    async fn catch_up(&mut self, upto: i64, lag: Lag) -> Result<(), Closed> {
         let max_lag = i64::from(self.state.config.ws_max_lag);
         while self.last_sent < upto {
-            if upto - self.last_sent > max_lag {
+            if lag == Lag::Bounded && upto - self.last_sent > max_lag {
                 return self
                     .close(close::TOO_SLOW, "too far behind; reconnect with since")
                     .await;
