@@ -41,9 +41,12 @@ impl JwtKeys {
     /// Checks signature, algorithm and expiry. Revocation (`ver`) and the
     /// user's existence are checked against the database by the caller.
     pub fn verify(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .ok()
-            .map(|d| d.claims)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()?
+            .claims;
+        // RFC 7519: not accepted on or after `exp` (the library still
+        // accepts the second of `exp` itself).
+        (claims.exp.saturating_mul(1000) > crate::db::now_ms()).then_some(claims)
     }
 }
 

@@ -49,18 +49,20 @@ fn conversation(row: &Row<'_>) -> rusqlite::Result<(Conversation, ListKey)> {
 }
 
 #[instrument(skip_all)]
-pub fn create(conn: &Connection, user_id: &str, title: &str, now: i64) -> Result<Conversation> {
+pub fn create(tx: &mut Tx<'_>, user_id: &str, title: &str, now: i64) -> Result<Conversation> {
     let id = super::new_id();
-    conn.execute(
+    tx.execute(
         "INSERT INTO conversations (id, user_id, title, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
         params![id, user_id, title, now],
     )?;
-    Ok(Conversation {
+    let conversation = Conversation {
         id,
         title: title.to_owned(),
         created_at: format_ms(now),
         updated_at: format_ms(now),
-    })
+    };
+    tx.emit(user_id, CREATED, subject(&conversation.id), &conversation, now)?;
+    Ok(conversation)
 }
 
 #[instrument(skip_all)]

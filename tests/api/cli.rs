@@ -21,7 +21,7 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// `ragd` with a clean environment: no `RAGD_*` from the caller, no colours,
 /// default log level.
-fn ragd() -> Command {
+pub(crate) fn ragd() -> Command {
     let mut command = Command::new(BIN);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("RAGD_") {
@@ -97,15 +97,15 @@ fn assert_one_line_usage_error(output: &Output, what: &str, mentions: &str) {
 }
 
 /// A ragd process started on a data dir, its stderr collected as it comes.
-struct Server {
-    child: Child,
+pub(crate) struct Server {
+    pub(crate) child: Child,
     log: Arc<Mutex<String>>,
-    address: String,
+    pub(crate) address: String,
     _reader: JoinHandle<()>,
 }
 
 impl Server {
-    async fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+    pub(crate) async fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut command = ragd();
         command
             .args([
@@ -144,7 +144,7 @@ impl Server {
         server
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -189,7 +189,7 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
 

@@ -36,6 +36,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub dir: TempDir,
     args: Vec<String>,
+    hooks: ragd::Hooks,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -102,11 +103,26 @@ impl TestApp {
         Self::spawn_in(dir, args.iter().map(|s| (*s).to_owned()).collect()).await
     }
 
+    /// A server with extra flags and in-process test seams (an answerer the
+    /// test controls, a replay pause).
+    pub async fn spawn_with_hooks(args: &[&str], hooks: ragd::Hooks) -> TestApp {
+        let dir = tempfile::Builder::new()
+            .prefix("ragd-test-")
+            .tempdir()
+            .expect("create a temp data dir");
+        Self::spawn_in_with(dir, args.iter().map(|s| (*s).to_owned()).collect(), hooks).await
+    }
+
     /// A server on an existing data dir (a restart).
     pub async fn spawn_in(dir: TempDir, args: Vec<String>) -> TestApp {
+        Self::spawn_in_with(dir, args, ragd::Hooks::default()).await
+    }
+
+    /// A server on an existing data dir, with test seams.
+    pub async fn spawn_in_with(dir: TempDir, args: Vec<String>, hooks: ragd::Hooks) -> TestApp {
         init_telemetry();
         let config = config_for(dir.path(), &args);
-        let app = ragd::App::build(config)
+        let app = ragd::App::build_with(config, hooks.clone())
             .await
             .expect("the server builds (lock, migrate)");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -125,6 +141,7 @@ impl TestApp {
             client,
             dir,
             args,
+            hooks,
             shutdown,
             handle: Some(handle),
         }
@@ -132,7 +149,13 @@ impl TestApp {
 
     /// Stops the server (cancel, then wait for it to drain and release the
     /// data dir lock) and hands back the data dir.
-    pub async fn stop(mut self) -> (TempDir, Vec<String>) {
+    pub async fn stop(self) -> (TempDir, Vec<String>) {
+        let (dir, args, _) = self.stop_with_hooks().await;
+        (dir, args)
+    }
+
+    /// Like [`TestApp::stop`], also handing back the test seams.
+    pub async fn stop_with_hooks(mut self) -> (TempDir, Vec<String>, ragd::Hooks) {
         // Close our keep-alive connections so the drain has nothing to wait for.
         self.client = reqwest::Client::new();
         self.shutdown.cancel();
@@ -142,14 +165,15 @@ impl TestApp {
             .expect("the server stops within the timeout")
             .expect("the server task does not panic");
         result.expect("the server stops cleanly");
-        let TestApp { dir, args, .. } = self;
-        (dir, args)
+        let TestApp { dir, args, hooks, .. } = self;
+        (dir, args, hooks)
     }
 
-    /// Stops and starts again on the same data dir with the same flags.
+    /// Stops and starts again on the same data dir with the same flags (and
+    /// the same test seams).
     pub async fn restart(self) -> TestApp {
-        let (dir, args) = self.stop().await;
-        Self::spawn_in(dir, args).await
+        let (dir, args, hooks) = self.stop_with_hooks().await;
+        Self::spawn_in_with(dir, args, hooks).await
     }
 
     /// Stops and starts again on the same data dir with other flags.
@@ -164,6 +188,28 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// Sends any request with extra headers; `body` is sent as JSON.
+    pub async fn request_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut builder = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            builder = builder.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        if let Some(body) = body {
+            builder = builder.json(body);
+        }
+        send(builder).await
     }
 
     /// Sends any request; `body` is sent as JSON with its content type.
@@ -182,6 +228,29 @@ impl TestApp {
             builder = builder.json(body);
         }
         send(builder).await
+    }
+
+    /// Sends a request in the background (e.g. a sync POST that waits for
+    /// a reply the test holds back); await the handle for what it saw.
+    pub fn spawn_request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> JoinHandle<TestResponse> {
+        let mut builder = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            builder = builder.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        if let Some(body) = body {
+            builder = builder.json(body);
+        }
+        tokio::spawn(send(builder))
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> TestResponse {
