@@ -8,6 +8,7 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub struct Shared {
     pub generations: Generations,
     pub answerer: Arc<dyn Answerer>,
     pub hooks: Hooks,
+    pub worker: crate::worker::Control,
+    /// Where uploaded originals live: `<data-dir>/files/<document id>`.
+    pub files_dir: PathBuf,
     /// Cancelled when shutdown begins: sockets close with 1012.
     pub stopping: CancellationToken,
 }
@@ -57,6 +61,10 @@ pub struct Hooks {
     /// events and before reading the stored ones, so a test can commit
     /// writes in exactly that window.
     pub replay_pause: Option<Duration>,
+    /// The binary the worker starts as its parser child (`ragd parse`);
+    /// in-process tests point it at the built `ragd`, since their own
+    /// executable is the test harness.
+    pub parser_exe: Option<PathBuf>,
 }
 
 /// Why the server could not start; each maps to an exit code.
@@ -106,19 +114,13 @@ impl App {
         .map_err(|e| StartupError::Runtime(format!("start-up task failed: {e}")))??;
         let jwt = JwtKeys::new(&secret).map_err(StartupError::Config)?;
 
-        let now = db::now_ms();
-        let interrupted = db
-            .write(move |tx| db::messages::interrupt_unfinished(tx, now))
-            .await
-            .map_err(|e| StartupError::Runtime(format!("start-up sweep failed: {e}")))?;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "replies left unfinished by a previous process were marked interrupted"
-            );
-        }
+        let files_dir = config.data_dir.join("files");
+        startup_sweep(&db, &files_dir).await?;
 
-        let answerer = hooks.answerer.clone().unwrap_or_else(|| Arc::new(Extractive));
+        let answerer = hooks
+            .answerer
+            .clone()
+            .unwrap_or_else(|| Arc::new(Extractive::new(db.clone())));
         let state = AppState(Arc::new(Shared {
             jwt,
             limiter: LoginLimiter::default(),
@@ -127,6 +129,8 @@ impl App {
             generations: Generations::default(),
             answerer,
             hooks,
+            worker: crate::worker::Control::default(),
+            files_dir,
             stopping: CancellationToken::new(),
             db,
             config,
@@ -147,6 +151,7 @@ impl App {
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let stopping = state.stopping.clone();
         let sweeper = tokio::spawn(sweep_periodically(state.clone()));
+        let workers = crate::worker::spawn(&state);
         let server = axum::serve(listener, service)
             .with_graceful_shutdown(stopping.clone().cancelled_owned())
             .into_future();
@@ -170,13 +175,21 @@ impl App {
         };
         stopping.cancel();
         sweeper.abort();
+        // Workers stop at once (their parser children are killed); the jobs
+        // they held go back to the queue without using up a retry.
+        for worker in workers {
+            let _ = worker.await;
+        }
         let now = db::now_ms();
-        if let Err(err) = state
+        let finished = state
             .db
-            .write(move |tx| db::messages::interrupt_unfinished(tx, now))
-            .await
-        {
-            tracing::error!(error = %err, "cannot mark unfinished replies interrupted");
+            .write(move |tx| {
+                db::messages::interrupt_unfinished(tx, now)?;
+                db::jobs::rescue(tx, db::jobs::Rescue::Shutdown, now)
+            })
+            .await;
+        if let Err(err) = finished {
+            tracing::error!(error = %err, "cannot mark unfinished work interrupted");
         }
         state.db.close().await;
         tracing::info!("stopped");
@@ -204,8 +217,60 @@ fn open_data_dir(
     Ok((lock, secret, db))
 }
 
-/// The periodic sweep: prunes old events (keeping each user's newest
-/// `--event-retention-min`) and expired idempotency keys.
+/// Start-up sweep (safe because this process owns the data dir): replies
+/// and jobs left running by a dead process are interrupted and requeued,
+/// and files no document owns (interrupted uploads) are removed.
+async fn startup_sweep(db: &Db, files_dir: &std::path::Path) -> Result<(), StartupError> {
+    let failed = |e: db::Error| StartupError::Runtime(format!("start-up sweep failed: {e}"));
+    let now = db::now_ms();
+    let (replies, jobs) = db
+        .write(move |tx| {
+            let replies = db::messages::interrupt_unfinished(tx, now)?;
+            let jobs = db::jobs::rescue(tx, db::jobs::Rescue::All, now)?;
+            Ok((replies, jobs))
+        })
+        .await
+        .map_err(failed)?;
+    if replies > 0 || jobs > 0 {
+        tracing::warn!(
+            replies,
+            jobs,
+            "work left unfinished by a previous process was interrupted and requeued"
+        );
+    }
+    let dir = files_dir.to_path_buf();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| StartupError::Runtime(format!("cannot create {}: {e}", dir.display())))?;
+    let known = db.read(db::documents::all_ids).await.map_err(failed)?;
+    let removed = tokio::task::spawn_blocking(move || remove_orphans(&dir, &known))
+        .await
+        .map_err(|e| StartupError::Runtime(format!("start-up sweep failed: {e}")))?;
+    if removed > 0 {
+        tracing::info!(removed, "removed files that no document owns");
+    }
+    Ok(())
+}
+
+fn remove_orphans(dir: &std::path::Path, known: &std::collections::HashSet<String>) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !known.contains(&name) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The periodic sweep: requeues jobs whose lease expired, prunes old events
+/// (keeping each user's newest `--event-retention-min`) and expired
+/// idempotency keys, and checkpoints the WAL when it has grown.
 async fn sweep_periodically(state: AppState) {
     let mut ticker = tokio::time::interval(state.config.sweep_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -217,18 +282,31 @@ async fn sweep_periodically(state: AppState) {
         let swept = state
             .db
             .write(move |tx| {
+                let jobs = db::jobs::rescue(tx, db::jobs::Rescue::Expired, now)?;
                 let events = db::events::prune(tx, now.saturating_sub(retention_ms), keep)?;
                 let keys = db::idempotency::prune(tx, now)?;
-                Ok((events, keys))
+                Ok((jobs, events, keys))
             })
             .await;
         match swept {
-            Ok((0, 0)) => {}
-            Ok((events, keys)) => tracing::debug!(events, keys, "pruned"),
+            Ok((jobs, events, keys)) => {
+                if jobs > 0 {
+                    tracing::warn!(jobs, "requeued jobs whose worker stopped renewing the lease");
+                    state.worker.job_queued();
+                }
+                if events + keys > 0 {
+                    tracing::debug!(events, keys, "pruned");
+                }
+            }
             Err(err) => tracing::warn!(error = %err, "periodic sweep failed"),
         }
+        let wal = state.config.data_dir.join("ragd.db-wal");
+        state.db.checkpoint_if_larger(&wal, WAL_CHECKPOINT_BYTES).await;
     }
 }
+
+/// The WAL is checkpointed by the sweep once it is larger than this.
+const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Runs the server with `config` until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), StartupError> {

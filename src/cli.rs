@@ -18,17 +18,35 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up; boxing the config would only complicate clap.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server (the default when no command is given).
     Serve(Config),
+    /// The worker's parser process (internal: started by the server).
+    #[command(hide = true)]
+    Parse {
+        #[arg(long)]
+        memory_bytes: u64,
+        #[arg(long)]
+        cpu_seconds: u64,
+    },
 }
 
 impl Cli {
-    /// The server settings, whichever way they were given.
-    pub fn into_config(self) -> Config {
+    /// The server settings, whichever way they were given; `None` for
+    /// the internal parser process.
+    pub fn into_config(self) -> Result<Config, crate::worker::child_main::ChildLimits> {
         match self.command {
-            Some(Command::Serve(config)) => config,
-            None => self.serve,
+            Some(Command::Serve(config)) => Ok(config),
+            Some(Command::Parse {
+                memory_bytes,
+                cpu_seconds,
+            }) => Err(crate::worker::child_main::ChildLimits {
+                memory_bytes,
+                cpu_seconds,
+            }),
+            None => Ok(self.serve),
         }
     }
 }

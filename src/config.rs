@@ -93,6 +93,51 @@ pub struct Config {
     #[arg(long, env = "RAGD_SWEEP_INTERVAL", default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     pub sweep_interval: Duration,
 
+    /// Largest upload accepted, in MiB (413 above it).
+    #[arg(long, env = "RAGD_MAX_UPLOAD_MB", default_value_t = 50, value_name = "MIB")]
+    pub max_upload_mb: u64,
+
+    /// Document worker tasks (each with its own parser process).
+    #[arg(long, env = "RAGD_WORKERS", default_value_t = 2, value_name = "N")]
+    pub workers: u32,
+
+    /// Retries of a parse job after transient failures.
+    #[arg(long, env = "RAGD_JOB_MAX_RETRIES", default_value_t = 3, value_name = "N")]
+    pub job_max_retries: u32,
+
+    /// A parser running longer than this on one file is stopped (a crash).
+    #[arg(long, env = "RAGD_JOB_TIMEOUT", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub job_timeout: Duration,
+
+    /// How long a claimed job is held without a heartbeat.
+    #[arg(long, env = "RAGD_JOB_LEASE", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub job_lease: Duration,
+
+    /// How often a worker renews its lease while it works.
+    #[arg(long, env = "RAGD_JOB_HEARTBEAT", default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
+    pub job_heartbeat: Duration,
+
+    /// Backoff base: retry n waits about base * 2^(n-1) (jittered, at most 10m).
+    #[arg(long, env = "RAGD_JOB_RETRY_BASE", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub job_retry_base: Duration,
+
+    /// Address-space limit of each parser process, in MiB.
+    #[arg(
+        long,
+        env = "RAGD_PARSE_MEMORY_MB",
+        default_value_t = 1024,
+        value_name = "MIB"
+    )]
+    pub parse_memory_mb: u64,
+
+    /// Target chunk size in characters.
+    #[arg(long, env = "RAGD_CHUNK_SIZE", default_value_t = 1000, value_name = "CHARS")]
+    pub chunk_size: usize,
+
+    /// Characters repeated between neighbouring chunks.
+    #[arg(long, env = "RAGD_CHUNK_OVERLAP", default_value_t = 150, value_name = "CHARS")]
+    pub chunk_overlap: usize,
+
     /// JWT signing secret (at least 32 bytes). Prefer the environment
     /// variable; without it a secret is generated into `<data-dir>/secret.key`.
     #[arg(long, env = "RAGD_JWT_SECRET", hide = true, hide_env_values = true)]

@@ -8,9 +8,11 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod ingest;
 pub mod rag;
 pub mod realtime;
 pub mod telemetry;
+pub mod worker;
 
 mod app;
 mod lock;

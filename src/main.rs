@@ -24,7 +24,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = cli.into_config();
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        // The parser child: no runtime, no logging set-up, just parse.
+        Err(limits) => return ragd::worker::child_main::run(limits),
+    };
     ragd::telemetry::init(config.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -168,7 +168,16 @@ async fn delete_account(
 ) -> Result<StatusCode, ApiError> {
     check_password(&state, &user, ip, body.password).await?;
     let id = user.id.clone();
+    let documents = state
+        .db
+        .read(move |conn| db::documents::ids_of_user(conn, &id))
+        .await?;
+    let id = user.id.clone();
     state.db.write(move |conn| db::users::delete(conn, &id)).await?;
+    for document_id in &documents {
+        state.worker.cancel_document(document_id);
+        crate::api::documents::remove_file(&state.files_dir.join(document_id)).await;
+    }
     state.hub.close_user(&user.id, close::REVOKED, "account deleted");
     tracing::info!(user_id = %user.id, "account deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -3,10 +3,12 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use base64::Engine;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
@@ -98,4 +100,35 @@ pub fn decode_cursor(cursor: &str, n: usize) -> Result<Vec<String>, ApiError> {
         return Err(ApiError::BadRequest(BAD.into()));
     }
     Ok(parts)
+}
+
+/// Longest `Idempotency-Key` accepted.
+const MAX_KEY_CHARS: usize = 128;
+
+/// The `Idempotency-Key` header: 1..=128 characters, else 400.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+    let n = key.chars().count();
+    if n == 0 || n > MAX_KEY_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters"
+        )));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Identifies "the same request" for idempotency: method, path and body.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body);
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -8,9 +8,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
-use super::extract::{AppJson, AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor, limit};
+use super::extract::{
+    AppJson, AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor, fingerprint, idempotency_key,
+    limit,
+};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::chat;
@@ -27,7 +29,6 @@ pub fn router() -> Router<AppState> {
 }
 
 const MAX_CONTENT_CHARS: usize = 32_768;
-const MAX_KEY_CHARS: usize = 128;
 
 #[derive(Deserialize)]
 struct ListQuery {
@@ -242,32 +243,4 @@ fn prefers_async(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
-}
-
-/// The `Idempotency-Key` header: 1..=128 characters, else 400.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
-    let n = key.chars().count();
-    if n == 0 || n > MAX_KEY_CHARS {
-        return Err(ApiError::BadRequest(format!(
-            "Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters"
-        )));
-    }
-    Ok(Some(key.to_owned()))
-}
-
-/// Identifies "the same request" for idempotency: method, path and body.
-pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(method.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(path.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(body);
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -4,9 +4,11 @@
 
 pub mod auth;
 pub mod conversations;
+pub mod documents;
 pub mod extract;
 pub mod health;
 pub mod messages;
+pub mod search;
 pub mod ws;
 
 use std::any::Any;
@@ -29,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(conversations::router())
         .merge(messages::router())
+        .merge(documents::router(&state))
+        .merge(search::router())
         .merge(ws::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -9,6 +9,7 @@ use super::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
     include_str!("migrations/002_events_messages.sql"),
+    include_str!("migrations/003_documents.sql"),
 ];
 
 /// Brings the database to the newest version in one IMMEDIATE transaction.

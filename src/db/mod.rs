@@ -4,9 +4,12 @@
 mod migrate;
 mod writer;
 
+pub mod chunks;
 pub mod conversations;
+pub mod documents;
 pub mod events;
 pub mod idempotency;
+pub mod jobs;
 pub mod messages;
 pub mod users;
 
@@ -151,6 +154,15 @@ impl Db {
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         self.writer.submit(f).await
+    }
+
+    /// Checkpoints the WAL (between write batches) when it has grown past
+    /// `max_bytes`, so it does not grow without bound under steady reads.
+    pub async fn checkpoint_if_larger(&self, wal: &Path, max_bytes: u64) {
+        let size = tokio::fs::metadata(wal).await.map(|m| m.len()).unwrap_or(0);
+        if size > max_bytes {
+            self.writer.checkpoint().await;
+        }
     }
 
     /// Stops the writer after the writes already queued, and waits for it.

@@ -79,6 +79,8 @@ where
 
 enum Msg {
     Job(Box<dyn Job>),
+    /// Checkpoint the WAL between batches (not possible inside one).
+    Checkpoint,
     Stop,
 }
 
@@ -114,6 +116,11 @@ impl Writer {
             .map_err(|_| Error::Other("the write failed unexpectedly".into()))?
     }
 
+    /// Asks the writer to checkpoint the WAL after the writes queued so far.
+    pub async fn checkpoint(&self) {
+        let _ = self.tx.send(Msg::Checkpoint).await;
+    }
+
     pub async fn close(&self) {
         let _ = self.tx.send(Msg::Stop).await;
         let handle = self.thread.lock().ok().and_then(|mut guard| guard.take());
@@ -127,19 +134,25 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     loop {
         let mut stop = false;
+        let mut checkpoint = false;
         match rx.blocking_recv() {
             Some(Msg::Job(job)) => batch.push(job),
+            Some(Msg::Checkpoint) => checkpoint = true,
             Some(Msg::Stop) | None => stop = true,
         }
         while !stop && batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Checkpoint) => checkpoint = true,
                 Ok(Msg::Stop) => stop = true,
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
             commit_batch(&conn, &publish, batch.drain(..));
+        }
+        if checkpoint && let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %err, "WAL checkpoint failed");
         }
         if stop {
             break;

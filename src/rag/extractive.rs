@@ -1,23 +1,155 @@
-//! The built-in offline answerer: composes the answer from the best passages
-//! of the user's documents, with numbered citations. Documents arrive with
-//! the ingest worker; until then it says that nothing relevant was found.
+//! The built-in offline answerer: retrieves the best passages of the
+//! user's documents (BM25) and composes the answer from their most relevant
+//! sentences, each with its numbered citation. Deterministic; no model.
 
-use super::{Answer, AnswerFuture, AnswerRequest, Answerer};
+use super::{Answer, AnswerError, AnswerFuture, AnswerRequest, Answerer, Source};
+use crate::db::{self, Db, chunks::Hit};
 
-/// Deterministic, offline, no model needed.
-#[derive(Debug, Default, Clone)]
-pub struct Extractive;
+/// Passages retrieved per question; each becomes at most one citation.
+const PASSAGES: usize = 4;
+/// Sentences quoted per passage.
+const SENTENCES: usize = 2;
 
 /// The reply when no passage matches the question.
-pub const NO_MATCH: &str = "I could not find anything about this in your documents. Upload documents that cover it, or rephrase the question.";
+pub const NO_MATCH: &str = "I could not find anything about this in your documents. \
+Upload documents that cover it, or rephrase the question.";
+
+#[derive(Clone)]
+pub struct Extractive {
+    db: Db,
+}
+
+impl Extractive {
+    pub fn new(db: Db) -> Self {
+        Extractive { db }
+    }
+}
 
 impl Answerer for Extractive {
-    fn answer(&self, _request: AnswerRequest) -> AnswerFuture {
-        Box::pin(async {
-            Ok(Answer {
-                content: NO_MATCH.to_owned(),
-                sources: Vec::new(),
-            })
+    fn answer(&self, request: AnswerRequest) -> AnswerFuture {
+        let db = self.db.clone();
+        Box::pin(async move {
+            let (user_id, question) = (request.user_id.clone(), request.question.clone());
+            let hits = db
+                .read(move |conn| db::chunks::search(conn, &user_id, &question, PASSAGES))
+                .await
+                .map_err(|e| AnswerError(format!("cannot search your documents right now ({e}); retry")))?;
+            Ok(compose(&request.question, hits))
         })
+    }
+}
+
+/// Builds the answer: for each passage, its sentences that share the most
+/// words with the question, followed by `[n]`.
+pub fn compose(question: &str, hits: Vec<Hit>) -> Answer {
+    if hits.is_empty() {
+        return Answer {
+            content: NO_MATCH.to_owned(),
+            sources: Vec::new(),
+        };
+    }
+    let terms = words(question);
+    let mut lines = Vec::with_capacity(hits.len());
+    let mut sources = Vec::with_capacity(hits.len());
+    for hit in hits {
+        let n = sources.len() + 1;
+        let quote = best_sentences(&hit.text, &terms);
+        lines.push(format!("- {quote} [{n}]"));
+        sources.push(Source {
+            document_id: hit.document_id,
+            filename: hit.filename,
+            chunk_id: hit.chunk_id,
+            snippet: hit.snippet,
+            score: hit.score,
+        });
+    }
+    let content = format!("From your documents:\n\n{}", lines.join("\n"));
+    Answer { content, sources }
+}
+
+/// The meaningful lower-cased words of a text.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| !db::chunks::is_stop_word(w))
+        .collect()
+}
+
+/// The passage's sentences that match the question best, in text order.
+fn best_sentences(text: &str, terms: &[String]) -> String {
+    let sentences: Vec<&str> = text
+        .split_inclusive(['.', '!', '?', '\n'])
+        .map(str::trim)
+        .filter(|s| s.chars().any(char::is_alphanumeric))
+        .collect();
+    let mut scored: Vec<(usize, usize)> = sentences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let own = words(s);
+            (i, terms.iter().filter(|t| own.contains(t)).count())
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    // The best sentence always; the next ones only when they match too.
+    let mut chosen: Vec<usize> = scored
+        .iter()
+        .enumerate()
+        .filter(|(rank, (_, score))| *rank == 0 || *score > 0)
+        .take(SENTENCES)
+        .map(|(_, (i, _))| *i)
+        .collect();
+    chosen.sort_unstable();
+    let quote = chosen.iter().map(|&i| sentences[i]).collect::<Vec<_>>().join(" ");
+    shorten(&quote, 400)
+}
+
+fn shorten(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max_chars).collect();
+    format!("{}…", cut.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(text: &str) -> Hit {
+        Hit {
+            document_id: "d".into(),
+            filename: "f.txt".into(),
+            chunk_id: "1".into(),
+            snippet: text.into(),
+            score: 1.0,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn cites_each_passage_with_its_number() {
+        let answer = compose(
+            "How fast is the cache?",
+            vec![
+                hit("Intro. The cache answers in 120 ms. Other things."),
+                hit("Cache misses cost 840 ms."),
+            ],
+        );
+        assert!(
+            answer.content.contains("The cache answers in 120 ms. [1]"),
+            "{}",
+            answer.content
+        );
+        assert!(answer.content.contains("840 ms. [2]"), "{}", answer.content);
+        assert_eq!(answer.sources.len(), 2);
+    }
+
+    #[test]
+    fn no_passages_means_no_match() {
+        let answer = compose("anything", Vec::new());
+        assert_eq!(answer.content, NO_MATCH);
+        assert!(answer.sources.is_empty());
     }
 }

@@ -119,8 +119,13 @@ impl TestApp {
     }
 
     /// A server on an existing data dir, with test seams.
-    pub async fn spawn_in_with(dir: TempDir, args: Vec<String>, hooks: ragd::Hooks) -> TestApp {
+    pub async fn spawn_in_with(dir: TempDir, args: Vec<String>, mut hooks: ragd::Hooks) -> TestApp {
         init_telemetry();
+        // The worker's parser child is the real `ragd parse`: this test
+        // binary is not ragd.
+        hooks
+            .parser_exe
+            .get_or_insert_with(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_ragd")));
         let config = config_for(dir.path(), &args);
         let app = ragd::App::build_with(config, hooks.clone())
             .await

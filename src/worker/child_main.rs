@@ -1,0 +1,102 @@
+//! `ragd parse`: the child process that parses untrusted files. It limits
+//! itself first (address space, CPU time, no core dumps), then answers
+//! requests from stdin until stdin closes, so it never outlives the server.
+//! A panic in a parser is caught and reported as a corrupt file; an abort,
+//! an allocation failure or a CPU-limit signal kills only this process.
+
+use std::io::{BufRead, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::ExitCode;
+
+use rlimit::Resource;
+
+use super::protocol::{ParseRequest, ParseResponse};
+use crate::ingest::{self, Kind, ParseError};
+
+/// Limits the child applies to itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildLimits {
+    pub memory_bytes: u64,
+    pub cpu_seconds: u64,
+}
+
+pub fn run(limits: ChildLimits) -> ExitCode {
+    if let Err(err) = apply(limits) {
+        eprintln!("ragd parse: cannot set resource limits: {err}");
+        return ExitCode::FAILURE;
+    }
+    // The parent logs what matters; a parser's panic message would only be
+    // noise on the server's stderr.
+    std::panic::set_hook(Box::new(|_| {}));
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout().lock();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let response = match serde_json::from_str::<ParseRequest>(&line) {
+            Ok(request) => handle(&request),
+            Err(err) => ParseResponse::Failed(ParseError::Permanent(format!("bad parse request: {err}"))),
+        };
+        let written = serde_json::to_writer(&mut stdout, &response)
+            .map_err(std::io::Error::other)
+            .and_then(|()| stdout.write_all(b"\n"))
+            .and_then(|()| stdout.flush());
+        if written.is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn apply(limits: ChildLimits) -> std::io::Result<()> {
+    rlimit::setrlimit(Resource::AS, limits.memory_bytes, limits.memory_bytes)?;
+    rlimit::setrlimit(
+        Resource::CPU,
+        limits.cpu_seconds,
+        limits.cpu_seconds.saturating_add(5),
+    )?;
+    rlimit::setrlimit(Resource::CORE, 0, 0)?;
+    Ok(())
+}
+
+fn handle(request: &ParseRequest) -> ParseResponse {
+    let Some(kind) = Kind::parse(&request.kind) else {
+        return ParseResponse::Failed(ParseError::Permanent(format!(
+            "unsupported kind {}",
+            request.kind
+        )));
+    };
+    let bytes = match std::fs::read(&request.path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return ParseResponse::Failed(ParseError::Permanent("missing: the stored file is gone".into()));
+        }
+        Err(err) => {
+            return ParseResponse::Failed(ParseError::Transient(format!(
+                "cannot read the stored file: {err}"
+            )));
+        }
+    };
+    #[cfg(feature = "test-hooks")]
+    let bytes = match super::test_hooks::apply(bytes, request.attempt) {
+        Ok(bytes) => bytes,
+        Err(failure) => return ParseResponse::Failed(failure),
+    };
+    let parsed = catch_unwind(AssertUnwindSafe(|| {
+        ingest::extract(kind, &bytes, request.max_text_bytes)
+            .map(|text| ingest::chunk(&text, request.chunk_size, request.chunk_overlap))
+    }));
+    match parsed {
+        Ok(Ok(chunks)) => ParseResponse::Chunks(chunks),
+        Ok(Err(failure)) => ParseResponse::Failed(failure),
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            ParseResponse::Failed(ParseError::Permanent(format!(
+                "corrupt: the parser failed on this file ({detail})"
+            )))
+        }
+    }
+}
