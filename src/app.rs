@@ -169,6 +169,7 @@ impl App {
                 state.generations.tracker.close();
                 if tokio::time::timeout_at(deadline, state.generations.tracker.wait()).await.is_err() {
                     tracing::warn!("generations did not finish in time; their replies are marked interrupted");
+                    state.generations.cancel_all();
                 }
                 Ok(())
             }

@@ -126,12 +126,16 @@ async fn refresh(State(state): State<AppState>, user: CurrentUser) -> Result<Jso
 }
 
 async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<StatusCode, ApiError> {
-    let id = user.id.clone();
+    let (id, hub) = (user.id.clone(), state.hub.clone());
     state
         .db
-        .write(move |conn| db::users::bump_token_version(conn, &id))
+        .write(move |tx| {
+            db::users::bump_token_version(tx, &id)?;
+            // After the commit, even if this client has gone meanwhile.
+            tx.after_commit(move || hub.close_user(&id, close::REVOKED, "logged out"));
+            Ok(())
+        })
         .await?;
-    state.hub.close_user(&user.id, close::REVOKED, "logged out");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -144,10 +148,14 @@ async fn change_password(
     valid_password(&body.new_password)?;
     let old_hash = check_password(&state, &user, ip, body.current_password).await?;
     let new_hash = password::hash(body.new_password).await?;
-    let id = user.id.clone();
+    let (id, hub) = (user.id.clone(), state.hub.clone());
     state
         .db
-        .write(move |conn| db::users::set_password(conn, &id, &old_hash, &new_hash))
+        .write(move |tx| {
+            db::users::set_password(tx, &id, &old_hash, &new_hash)?;
+            tx.after_commit(move || hub.close_user(&id, close::REVOKED, "password changed"));
+            Ok(())
+        })
         .await
         .map_err(|err| match err {
             // The hash changed since we verified it: another change won.
@@ -156,7 +164,6 @@ async fn change_password(
             }
             other => other.into(),
         })?;
-    state.hub.close_user(&user.id, close::REVOKED, "password changed");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -173,12 +180,19 @@ async fn delete_account(
         .read(move |conn| db::documents::ids_of_user(conn, &id))
         .await?;
     let id = user.id.clone();
-    state.db.write(move |conn| db::users::delete(conn, &id)).await?;
+    let hub = state.hub.clone();
+    state
+        .db
+        .write(move |tx| {
+            db::users::delete(tx, &id)?;
+            tx.after_commit(move || hub.close_user(&id, close::REVOKED, "account deleted"));
+            Ok(())
+        })
+        .await?;
     for document_id in &documents {
         state.worker.cancel_document(document_id);
         crate::api::documents::remove_file(&state.files_dir.join(document_id)).await;
     }
-    state.hub.close_user(&user.id, close::REVOKED, "account deleted");
     tracing::info!(user_id = %user.id, "account deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::detached;
 use super::extract::{
     AppJson, AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor, fingerprint, idempotency_key,
     limit,
@@ -98,6 +99,13 @@ async fn list(
     }))
 }
 
+/// A turn after its commit: new (with its generation's done signal), or a
+/// repeat of an idempotent request.
+enum Started {
+    New(Box<(Message, Message)>, tokio_util::sync::CancellationToken),
+    Repeat(Recorded),
+}
+
 /// What the write of a new turn found.
 enum Turn {
     New(Box<(Message, Message)>),
@@ -134,42 +142,57 @@ async fn create(
     let fingerprint = fingerprint("POST", &path, content.as_bytes());
     let now = db::now_ms();
     let (user_id, question) = (user.id.clone(), content.clone());
-    let turn = state
-        .db
-        .write(move |tx| {
-            if let Some(key) = &key
-                && let Some(recorded) = idempotency::find(tx, &user_id, key, &fingerprint, now)?
-            {
-                return Ok(Turn::Repeat(recorded));
+    let task_state = state.clone();
+    let started = detached(async move {
+        let writer_user = user_id.clone();
+        let turn = task_state
+            .db
+            .write(move |tx| {
+                let user_id = writer_user;
+                if let Some(key) = &key
+                    && let Some(recorded) = idempotency::find(tx, &user_id, key, &fingerprint, now)?
+                {
+                    return Ok(Turn::Repeat(recorded));
+                }
+                let (sent, reply) = messages::insert_turn(tx, &user_id, &conversation_id, &content, now)?;
+                if let Some(key) = &key {
+                    let ids = TurnIds {
+                        user_message: sent.id.clone(),
+                        assistant_message: reply.id.clone(),
+                    };
+                    let response =
+                        serde_json::to_string(&ids).map_err(|e| db::Error::Other(e.to_string()))?;
+                    let recorded = Recorded {
+                        status: status.as_u16(),
+                        response,
+                    };
+                    idempotency::record(tx, &user_id, key, "POST", &path, &fingerprint, &recorded, now)?;
+                }
+                Ok(Turn::New(Box::new((sent, reply))))
+            })
+            .await?;
+        // Committed: the generation starts even if the client is gone.
+        Ok(match turn {
+            Turn::New(turn) => {
+                let (sent, reply) = *turn;
+                let done = chat::start(&task_state, &user_id, &reply, question, 0);
+                Started::New(Box::new((sent, reply)), done)
             }
-            let (sent, reply) = messages::insert_turn(tx, &user_id, &conversation_id, &content, now)?;
-            if let Some(key) = &key {
-                let ids = TurnIds {
-                    user_message: sent.id.clone(),
-                    assistant_message: reply.id.clone(),
-                };
-                let response = serde_json::to_string(&ids).map_err(|e| db::Error::Other(e.to_string()))?;
-                let recorded = Recorded {
-                    status: status.as_u16(),
-                    response,
-                };
-                idempotency::record(tx, &user_id, key, "POST", &path, &fingerprint, &recorded, now)?;
-            }
-            Ok(Turn::New(Box::new((sent, reply))))
+            Turn::Repeat(recorded) => Started::Repeat(recorded),
         })
-        .await?;
+    })
+    .await?;
 
-    match turn {
-        Turn::New(turn) => {
+    match started {
+        Started::New(turn, done) => {
             let (sent, reply) = *turn;
-            let done = chat::start(&state, &user.id, &reply, question);
             if status == StatusCode::ACCEPTED {
                 return Ok(accepted(&sent, &reply));
             }
             done.cancelled().await;
             Ok(Json(current(&state, &user.id, &reply.id).await?).into_response())
         }
-        Turn::Repeat(recorded) => {
+        Started::Repeat(recorded) => {
             let ids: TurnIds = serde_json::from_str(&recorded.response).map_err(ApiError::internal)?;
             if recorded.status == StatusCode::ACCEPTED.as_u16() {
                 let sent = current(&state, &user.id, &ids.user_message).await?;
@@ -206,12 +229,17 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Message>, ApiError> {
     let now = db::now_ms();
-    let message_id = id.clone();
-    let message = state
-        .db
-        .write(move |tx| messages::cancel(tx, &user.id, &message_id, now))
-        .await?;
-    state.generations.cancel(&id);
+    let task_state = state.clone();
+    let message = detached(async move {
+        let message_id = id.clone();
+        let (message, generation) = task_state
+            .db
+            .write(move |tx| messages::cancel(tx, &user.id, &message_id, now))
+            .await?;
+        task_state.generations.cancel(&id, generation);
+        Ok(message)
+    })
+    .await?;
     Ok(Json(message))
 }
 
@@ -222,12 +250,17 @@ async fn retry(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let now = db::now_ms();
-    let user_id = user.id.clone();
-    let (reply, question) = state
-        .db
-        .write(move |tx| messages::reset_for_retry(tx, &user_id, &id, now))
-        .await?;
-    let done = chat::start(&state, &user.id, &reply, question);
+    let (user_id, task_state) = (user.id.clone(), state.clone());
+    let (reply, done) = detached(async move {
+        let writer_user = user_id.clone();
+        let (reply, question, generation) = task_state
+            .db
+            .write(move |tx| messages::reset_for_retry(tx, &writer_user, &id, now))
+            .await?;
+        let done = chat::start(&task_state, &user_id, &reply, question, generation);
+        Ok((reply, done))
+    })
+    .await?;
     if prefers_async(&headers) {
         return Ok((StatusCode::ACCEPTED, Json(json!({"assistant_message": reply}))).into_response());
     }

@@ -50,6 +50,17 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// Runs `work` as its own task and waits for it. Work that must not stop
+/// halfway when the client disconnects (commit, then start what the commit
+/// promised) goes through here: a dropped handler does not drop the task.
+pub(crate) async fn detached<T, F>(work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+{
+    tokio::spawn(work).await.map_err(ApiError::internal)?
+}
+
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     let detail = panic
         .downcast_ref::<&str>()

@@ -42,18 +42,20 @@ pub enum Page {
 }
 
 /// How a generation ended.
+#[derive(Clone)]
 pub enum Outcome {
     Done { content: String, sources: Vec<Source> },
     Failed(String),
 }
 
 const COLUMNS: &str =
-    "id, conversation_id, role, content, status, error, sources, created_at, updated_at, user_id";
+    "id, conversation_id, role, content, status, error, sources, created_at, updated_at, user_id, generation";
 
 struct Row2 {
     message: Message,
     key: ListKey,
     user_id: String,
+    generation: i64,
 }
 
 fn message(row: &Row<'_>) -> rusqlite::Result<Row2> {
@@ -78,6 +80,7 @@ fn message(row: &Row<'_>) -> rusqlite::Result<Row2> {
             updated_at: format_ms(row.get(8)?),
         },
         user_id: row.get(9)?,
+        generation: row.get(10)?,
     })
 }
 
@@ -111,6 +114,12 @@ pub fn insert_turn(
     if touched == 0 {
         return Err(Error::NotFound);
     }
+    // Never before the conversation's newest message, even if the clock
+    // stepped back: list order and `after` cursors follow commit order.
+    let newest: Option<i64> = tx
+        .prepare_cached("SELECT max(created_at) FROM messages WHERE conversation_id = ?1")?
+        .query_row([conversation_id], |r| r.get(0))?;
+    let now = newest.map_or(now, |n| n.max(now));
     let user = insert(tx, user_id, conversation_id, "user", content, "done", now)?;
     let reply = insert(tx, user_id, conversation_id, "assistant", "", "pending", now)?;
     emit(tx, CREATED, user_id, &user, now)?;
@@ -164,6 +173,7 @@ pub fn finish(
     tx: &mut Tx<'_>,
     user_id: &str,
     id: &str,
+    generation: i64,
     outcome: Outcome,
     now: i64,
 ) -> Result<Option<Message>> {
@@ -177,9 +187,10 @@ pub fn finish(
     let updated = tx
         .prepare_cached(&format!(
             "UPDATE messages SET content = coalesce(?3, content), sources = ?4, status = ?5, error = ?6, updated_at = ?7
-             WHERE id = ?1 AND user_id = ?2 AND status IN ('pending', 'streaming') RETURNING {COLUMNS}"
+             WHERE id = ?1 AND user_id = ?2 AND generation = ?8 AND status IN ('pending', 'streaming')
+             RETURNING {COLUMNS}"
         ))?
-        .query_row(params![id, user_id, content, sources, status, error, now], message)
+        .query_row(params![id, user_id, content, sources, status, error, now, generation], message)
         .optional()?;
     match updated {
         Some(row) => {
@@ -190,9 +201,10 @@ pub fn finish(
     }
 }
 
-/// Cancels a running reply, keeping its partial content.
+/// Cancels a running reply, keeping its partial content. Returns it and
+/// the generation that was cancelled.
 #[instrument(skip_all)]
-pub fn cancel(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<Message> {
+pub fn cancel(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<(Message, i64)> {
     let current = get(tx, user_id, id)?;
     if current.role != "assistant" || !matches!(current.status.as_str(), "pending" | "streaming") {
         return Err(Error::Conflict(
@@ -205,13 +217,14 @@ pub fn cancel(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<Mess
         ))?
         .query_row(params![id, user_id, now], message)?;
     emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
-    Ok(row.message)
+    Ok((row.message, row.generation))
 }
 
 /// Puts a finished reply back to `pending` (empty content, no error, no
-/// sources) for regeneration; returns it and the question it answers.
+/// sources) for regeneration, as a new generation; returns it, the
+/// question it answers and its generation.
 #[instrument(skip_all)]
-pub fn reset_for_retry(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<(Message, String)> {
+pub fn reset_for_retry(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<(Message, String, i64)> {
     let current = get(tx, user_id, id)?;
     if current.role != "assistant" {
         return Err(Error::Conflict("only an assistant reply can be retried"));
@@ -221,8 +234,8 @@ pub fn reset_for_retry(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Re
     }
     let row = tx
         .prepare_cached(&format!(
-            "UPDATE messages SET status = 'pending', content = '', error = NULL, sources = '[]', updated_at = ?3
-             WHERE id = ?1 AND user_id = ?2 RETURNING {COLUMNS}"
+            "UPDATE messages SET status = 'pending', content = '', error = NULL, sources = '[]', updated_at = ?3,
+             generation = generation + 1 WHERE id = ?1 AND user_id = ?2 RETURNING {COLUMNS}"
         ))?
         .query_row(params![id, user_id, now], message)?;
     let question: String = tx
@@ -238,7 +251,7 @@ pub fn reset_for_retry(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Re
         .optional()?
         .unwrap_or_default();
     emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
-    Ok((row.message, question))
+    Ok((row.message, question, row.generation))
 }
 
 /// One page of a conversation, oldest first, with the keys of its first

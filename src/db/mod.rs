@@ -176,7 +176,13 @@ impl Db {
 pub struct Tx<'c> {
     conn: &'c Connection,
     events: Vec<events::EventFrame>,
+    after_commit: Vec<AfterCommit>,
 }
+
+/// Work that may only happen once a write has committed (e.g. closing the
+/// sockets of a user whose tokens were just revoked). It runs on the writer
+/// thread, so it must be quick and must not block.
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
 
 impl Deref for Tx<'_> {
     type Target = Connection;
@@ -186,6 +192,12 @@ impl Deref for Tx<'_> {
 }
 
 impl Tx<'_> {
+    /// Runs `action` right after this write commits (never if it does not),
+    /// whether or not the caller is still waiting.
+    pub fn after_commit(&mut self, action: impl FnOnce() + Send + 'static) {
+        self.after_commit.push(Box::new(action));
+    }
+
     /// Appends an event to the user's log in this transaction.
     pub fn emit(
         &mut self,

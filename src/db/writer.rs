@@ -48,16 +48,20 @@ where
         let mut tx = Tx {
             conn,
             events: Vec::new(),
+            after_commit: Vec::new(),
         };
         match f(&mut tx) {
             Ok(value) => {
-                let events = tx.events;
+                let (events, actions) = (tx.events, tx.after_commit);
                 let publish = Arc::clone(publish);
                 (
                     true,
                     Box::new(move |committed: Result<()>| {
-                        if committed.is_ok() && !events.is_empty() {
-                            publish(events);
+                        if committed.is_ok() {
+                            if !events.is_empty() {
+                                publish(events);
+                            }
+                            actions.into_iter().for_each(|action| action());
                         }
                         let _ = reply.send(committed.map(|()| value));
                     }),

@@ -39,6 +39,8 @@ pub struct WsQuery {
 /// Who the socket belongs to and until when.
 struct Peer {
     user_id: String,
+    /// The token version the credential was issued under.
+    token_version: i64,
     /// Unix seconds at which the credential expires (close 4001).
     expires_at: i64,
 }
@@ -69,6 +71,19 @@ pub async fn handler(
             message: "too many open sockets for this user",
             retry_after_secs: 5,
         })?;
+    // A logout or password change that committed between the credential
+    // check and the subscription would have missed this socket: check again
+    // now that it would be told.
+    let user_id = peer.user_id.clone();
+    let current = state
+        .db
+        .read(move |conn| db::users::by_id(conn, &user_id))
+        .await?;
+    if current.is_none_or(|a| a.token_version != peer.token_version) {
+        return Err(ApiError::Unauthorized(
+            "missing, invalid, expired or used credentials",
+        ));
+    }
     let upgrade = upgrade.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
     let upgrade = if via_subprotocol {
         upgrade.protocols(["bearer"])
@@ -105,6 +120,11 @@ async fn credentials(
     headers: &HeaderMap,
 ) -> Result<(Peer, bool), ApiError> {
     const INVALID: ApiError = ApiError::Unauthorized("missing, invalid, expired or used credentials");
+    let peer = |user: crate::auth::CurrentUser| Peer {
+        user_id: user.id,
+        token_version: user.token_version,
+        expires_at: user.expires_at,
+    };
     if let Some(ticket) = &query.ticket {
         let grant = state.tickets.redeem(ticket).ok_or(INVALID)?;
         let user_id = grant.user_id.clone();
@@ -116,6 +136,7 @@ async fn credentials(
             Some(a) if a.token_version == grant.token_version => Ok((
                 Peer {
                     user_id: grant.user_id,
+                    token_version: grant.token_version,
                     expires_at: grant.token_expires_at,
                 },
                 false,
@@ -123,44 +144,28 @@ async fn credentials(
             _ => Err(INVALID),
         };
     }
-    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(INVALID)?;
-        let user = authenticate(state, token.trim()).await?;
-        return Ok((
-            Peer {
-                user_id: user.id,
-                expires_at: user.expires_at,
-            },
-            false,
-        ));
+    // Another scheme (e.g. Basic from a proxy in front) is not ours: fall
+    // through to the other carriers.
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                .map(|_| v[7..].trim())
+        });
+    if let Some(token) = bearer {
+        return Ok((peer(authenticate(state, token).await?), false));
     }
     if let Some(value) = headers.get(axum::http::header::SEC_WEBSOCKET_PROTOCOL) {
         let mut parts = value.to_str().map_err(|_| INVALID)?.split(',').map(str::trim);
         if parts.next() == Some("bearer") {
             let token = parts.next().ok_or(INVALID)?;
-            let user = authenticate(state, token).await?;
-            return Ok((
-                Peer {
-                    user_id: user.id,
-                    expires_at: user.expires_at,
-                },
-                true,
-            ));
+            return Ok((peer(authenticate(state, token).await?), true));
         }
     }
     if let Some(token) = &query.token {
-        let user = authenticate(state, token).await?;
-        return Ok((
-            Peer {
-                user_id: user.id,
-                expires_at: user.expires_at,
-            },
-            false,
-        ));
+        return Ok((peer(authenticate(state, token).await?), false));
     }
     Err(INVALID)
 }
@@ -308,8 +313,10 @@ impl Session {
             let page = self
                 .read(move |conn| db::events::range(conn, &user_id, after, upto, REPLAY_PAGE))
                 .await?;
-            let Some(last) = page.last().map(|e| e.id) else {
-                // Pruned meanwhile: the client must refetch.
+            let first = page.first().map(|e| e.id);
+            let Some(last) = page.last().map(|e| e.id).filter(|_| first == Some(after + 1)) else {
+                // Pruned meanwhile (all or the start of the range): the
+                // client must refetch.
                 let frame = json!({"type": "resync_required", "data": {"oldest_id": null, "head": upto}});
                 self.send_json(&frame).await?;
                 self.last_sent = upto;

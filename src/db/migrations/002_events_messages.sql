@@ -31,6 +31,9 @@ CREATE TABLE messages (
     status          TEXT NOT NULL CHECK (status IN ('pending', 'streaming', 'done', 'error', 'cancelled')),
     error           TEXT,
     sources         TEXT NOT NULL DEFAULT '[]',
+    -- Bumped by every retry: a generation may only finish the reply it
+    -- was started for, never a later retry of it.
+    generation      INTEGER NOT NULL DEFAULT 0,
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL
 ) STRICT;
