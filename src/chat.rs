@@ -4,7 +4,8 @@
 //! client goes away, and can be cancelled.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::AppState;
 use crate::db::{self, messages::Message, messages::Outcome};
-use crate::rag::{AnswerError, AnswerRequest};
+use crate::rag::{AnswerError, AnswerRequest, TokenSink};
 
 /// How often storing a finished reply is retried (a full disk, a database
 /// locked by a backup) before it is left for the interrupt sweep.
@@ -29,6 +30,9 @@ pub struct Generations {
 struct Running {
     /// The reply's generation this task produces (bumped by each retry).
     generation: i64,
+    /// Set when the user cancelled (the task then stores `cancelled` with
+    /// the partial text); unset for deletions and shutdown.
+    by_user: Arc<AtomicBool>,
     conversation_id: String,
     cancel: CancellationToken,
     done: CancellationToken,
@@ -45,12 +49,15 @@ impl Generations {
         self.lock().get(message_id).map(|r| r.done.clone())
     }
 
-    /// Stops `generation` of `message_id` if it is the one running (the
-    /// reply's status was already changed by the caller).
-    pub fn cancel(&self, message_id: &str, generation: i64) {
-        if let Some(running) = self.lock().get(message_id).filter(|r| r.generation == generation) {
-            running.cancel.cancel();
-        }
+    /// Asks the running generation of `message_id` to stop and store the
+    /// reply as `cancelled` with its partial text; returns the signal that
+    /// fires once it has (`None` when no generation is running).
+    pub fn cancel_by_user(&self, message_id: &str) -> Option<CancellationToken> {
+        let running = self.lock();
+        let running = running.get(message_id)?;
+        running.by_user.store(true, Ordering::SeqCst);
+        running.cancel.cancel();
+        Some(running.done.clone())
     }
 
     /// Stops every generation in a conversation that is being deleted.
@@ -82,10 +89,12 @@ pub fn start(
 ) -> CancellationToken {
     let cancel = CancellationToken::new();
     let done = CancellationToken::new();
+    let by_user = Arc::new(AtomicBool::new(false));
     state.generations.lock().insert(
         reply.id.clone(),
         Running {
             generation,
+            by_user: by_user.clone(),
             conversation_id: reply.conversation_id.clone(),
             cancel: cancel.clone(),
             done: done.clone(),
@@ -96,18 +105,31 @@ pub fn start(
         conversation_id: reply.conversation_id.clone(),
         message_id: reply.id.clone(),
         question,
+        history: Vec::new(),
+        stream: TokenSink::default(),
     };
     let task_state = state.clone();
     let signal = done.clone();
     state.generations.tracker.spawn(async move {
-        let message_id = request.message_id.clone();
-        let user_id = request.user_id.clone();
-        let outcome = tokio::select! {
-            outcome = generate(&task_state, request) => Some(outcome),
-            () = cancel.cancelled() => None,
+        let (message_id, user_id) = (request.message_id.clone(), request.user_id.clone());
+        let mut streamer = Streamer::new(&task_state, &user_id, &message_id, generation);
+        let outcome = {
+            let run = async {
+                let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+                let request = with_history(&task_state, request, TokenSink::new(sender)).await;
+                let (outcome, ()) = tokio::join!(generate(&task_state, request), streamer.run(receiver));
+                outcome
+            };
+            tokio::select! {
+                outcome = run => Some(outcome),
+                () = cancel.cancelled() => None,
+            }
         };
-        if let Some(outcome) = outcome {
-            store(&task_state, &user_id, &message_id, generation, outcome, &cancel).await;
+        match outcome {
+            Some(outcome) => store(&task_state, &user_id, &message_id, generation, outcome, &cancel).await,
+            None if by_user.load(Ordering::SeqCst) => streamer.store_cancelled().await,
+            // Deleted, or shutting down: keep what streamed for the sweep.
+            None => streamer.save(true).await,
         }
         let mut running = task_state.generations.lock();
         if running
@@ -120,6 +142,175 @@ pub fn start(
         done.cancel();
     });
     signal
+}
+
+/// Characters of earlier turns given to the answer provider.
+const HISTORY_CHARS: usize = 6_000;
+
+async fn with_history(state: &AppState, mut request: AnswerRequest, stream: TokenSink) -> AnswerRequest {
+    let (user_id, id) = (request.user_id.clone(), request.message_id.clone());
+    match state
+        .db
+        .read(move |conn| db::messages::history(conn, &user_id, &id, HISTORY_CHARS))
+        .await
+    {
+        Ok(history) => request.history = history,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot load the conversation history; answering without it")
+        }
+    }
+    request.stream = stream;
+    request
+}
+
+/// Longest time streamed text waits before it goes out as one
+/// `message.delta` (so at most ~20 frames per second per reply).
+const DELTA_EVERY: Duration = Duration::from_millis(50);
+/// How often the text streamed so far is saved for reloads.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Turns streamed text into `message.delta` frames, marks the reply
+/// `streaming` on the first piece, and saves the text at a bounded rate.
+struct Streamer {
+    state: AppState,
+    user_id: String,
+    message_id: String,
+    generation: i64,
+    /// Everything sent so far.
+    content: String,
+    chars: usize,
+    /// Received, not yet sent.
+    pending: String,
+    seq: u64,
+    streaming: bool,
+    saved_chars: usize,
+    last_save: std::time::Instant,
+}
+
+impl Streamer {
+    fn new(state: &AppState, user_id: &str, message_id: &str, generation: i64) -> Streamer {
+        Streamer {
+            state: state.clone(),
+            user_id: user_id.to_owned(),
+            message_id: message_id.to_owned(),
+            generation,
+            content: String::new(),
+            chars: 0,
+            pending: String::new(),
+            seq: 0,
+            streaming: false,
+            saved_chars: 0,
+            last_save: std::time::Instant::now(),
+        }
+    }
+
+    /// Runs until the provider is done (its sink is dropped).
+    async fn run(&mut self, mut receiver: tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let mut ticker = tokio::time::interval(DELTA_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                piece = receiver.recv() => match piece {
+                    Some(piece) => {
+                        if !self.streaming {
+                            self.mark_streaming().await;
+                        }
+                        self.pending.push_str(&piece);
+                    }
+                    None => break,
+                },
+                _ = ticker.tick(), if !self.pending.is_empty() => {
+                    self.flush();
+                    if self.last_save.elapsed() >= SAVE_EVERY {
+                        self.save(false).await;
+                    }
+                }
+            }
+        }
+        self.flush();
+    }
+
+    async fn mark_streaming(&mut self) {
+        self.streaming = true;
+        let (user, id, generation, now) = (
+            self.user_id.clone(),
+            self.message_id.clone(),
+            self.generation,
+            db::now_ms(),
+        );
+        let marked = self
+            .state
+            .db
+            .write(move |tx| db::messages::mark_streaming(tx, &user, &id, generation, now))
+            .await;
+        if let Err(err) = marked {
+            tracing::warn!(error = %err, message_id = %self.message_id, "cannot mark a reply streaming");
+        }
+    }
+
+    /// Sends what was received since the last frame as one delta.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let delta = std::mem::take(&mut self.pending);
+        let frame = serde_json::json!({"type": "message.delta", "data": {
+            "message_id": self.message_id,
+            "seq": self.seq,
+            "offset": self.chars,
+            "delta": delta,
+        }});
+        self.state
+            .hub
+            .push_control(&self.user_id, frame.to_string().into());
+        self.seq += 1;
+        self.chars += delta.chars().count();
+        self.content.push_str(&delta);
+    }
+
+    /// Saves the text so far (when it changed, or always when `force`).
+    async fn save(&mut self, force: bool) {
+        self.flush();
+        self.last_save = std::time::Instant::now();
+        if !self.streaming || (!force && self.saved_chars == self.chars) {
+            return;
+        }
+        self.saved_chars = self.chars;
+        let (user, id, generation, content) = (
+            self.user_id.clone(),
+            self.message_id.clone(),
+            self.generation,
+            self.content.clone(),
+        );
+        let saved = self
+            .state
+            .db
+            .write(move |tx| db::messages::save_partial(tx, &user, &id, generation, &content))
+            .await;
+        if let Err(err) = saved {
+            tracing::warn!(error = %err, message_id = %self.message_id, "cannot save a partial reply");
+        }
+    }
+
+    /// The user cancelled: `cancelled` with everything streamed so far.
+    async fn store_cancelled(&mut self) {
+        self.flush();
+        let (user, id, generation, content, now) = (
+            self.user_id.clone(),
+            self.message_id.clone(),
+            self.generation,
+            self.content.clone(),
+            db::now_ms(),
+        );
+        let stored = self
+            .state
+            .db
+            .write(move |tx| db::messages::cancel_generation(tx, &user, &id, generation, &content, now))
+            .await;
+        if let Err(err) = stored {
+            tracing::warn!(error = %err, message_id = %self.message_id, "cannot store a cancelled reply");
+        }
+    }
 }
 
 /// Commits the outcome, retrying while the database refuses (full disk,

@@ -228,18 +228,34 @@ async fn cancel(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Json<Message>, ApiError> {
-    let now = db::now_ms();
+    const NOT_RUNNING: &str = "only a reply that is still being generated can be cancelled";
+    let message = current(&state, &user.id, &id).await?;
+    if message.role != "assistant" || !matches!(message.status.as_str(), "pending" | "streaming") {
+        return Err(ApiError::Conflict(NOT_RUNNING.into()));
+    }
     let task_state = state.clone();
     let message = detached(async move {
-        let message_id = id.clone();
-        let (message, generation) = task_state
-            .db
-            .write(move |tx| messages::cancel(tx, &user.id, &message_id, now))
-            .await?;
-        task_state.generations.cancel(&id, generation);
-        Ok(message)
+        match task_state.generations.cancel_by_user(&id) {
+            // The generation stores `cancelled` with the text streamed so
+            // far, with its event, then signals.
+            Some(done) => done.cancelled().await,
+            // No generation in this process (it never started): cancel in
+            // the database directly.
+            None => {
+                let (user_id, message_id, now) = (user.id.clone(), id.clone(), db::now_ms());
+                task_state
+                    .db
+                    .write(move |tx| messages::cancel(tx, &user_id, &message_id, now))
+                    .await?;
+            }
+        }
+        current(&task_state, &user.id, &id).await
     })
     .await?;
+    if message.status != "cancelled" {
+        // It finished before the cancel could stop it.
+        return Err(ApiError::Conflict(NOT_RUNNING.into()));
+    }
     Ok(Json(message))
 }
 

@@ -201,10 +201,122 @@ pub fn finish(
     }
 }
 
-/// Cancels a running reply, keeping its partial content. Returns it and
-/// the generation that was cancelled.
+/// The first streamed text arrived: `pending` -> `streaming`, with its
+/// event. `None` when the reply is no longer this generation's.
 #[instrument(skip_all)]
-pub fn cancel(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<(Message, i64)> {
+pub fn mark_streaming(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    id: &str,
+    generation: i64,
+    now: i64,
+) -> Result<Option<Message>> {
+    let row = tx
+        .prepare_cached(&format!(
+            "UPDATE messages SET status = 'streaming', updated_at = ?4
+             WHERE id = ?1 AND user_id = ?2 AND generation = ?3 AND status = 'pending' RETURNING {COLUMNS}"
+        ))?
+        .query_row(params![id, user_id, generation, now], message)
+        .optional()?;
+    if let Some(row) = &row {
+        emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
+    }
+    Ok(row.map(|r| r.message))
+}
+
+/// Saves the text streamed so far, so a reload shows it (no event: the
+/// `message.delta` frames are its live signal).
+#[instrument(skip_all)]
+pub fn save_partial(
+    conn: &Connection,
+    user_id: &str,
+    id: &str,
+    generation: i64,
+    content: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE messages SET content = ?4 WHERE id = ?1 AND user_id = ?2 AND generation = ?3 AND status = 'streaming'",
+    )?
+    .execute(params![id, user_id, generation, content])?;
+    Ok(())
+}
+
+/// A running generation was cancelled by its user: `cancelled`, with the
+/// text produced so far, and its event.
+#[instrument(skip_all)]
+pub fn cancel_generation(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    id: &str,
+    generation: i64,
+    content: &str,
+    now: i64,
+) -> Result<Option<Message>> {
+    let row = tx
+        .prepare_cached(&format!(
+            "UPDATE messages SET status = 'cancelled', content = ?4, updated_at = ?5
+             WHERE id = ?1 AND user_id = ?2 AND generation = ?3 AND status IN ('pending', 'streaming')
+             RETURNING {COLUMNS}"
+        ))?
+        .query_row(params![id, user_id, generation, content, now], message)
+        .optional()?;
+    if let Some(row) = &row {
+        emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
+    }
+    Ok(row.map(|r| r.message))
+}
+
+/// The finished turns before a reply, oldest first, newest kept when the
+/// budget of characters runs out.
+#[instrument(skip_all)]
+pub fn history(
+    conn: &Connection,
+    user_id: &str,
+    reply_id: &str,
+    max_chars: usize,
+) -> Result<Vec<crate::rag::Turn>> {
+    let reply = conn
+        .prepare_cached("SELECT conversation_id, created_at FROM messages WHERE id = ?1 AND user_id = ?2")?
+        .query_row([reply_id, user_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .optional()?;
+    let Some((conversation_id, created_at)) = reply else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT role, content FROM messages
+         WHERE conversation_id = ?1 AND (created_at, id) < (?2, ?3) AND status = 'done' AND content != ''
+         ORDER BY created_at DESC, id DESC LIMIT 50",
+    )?;
+    let rows = stmt.query_map(params![conversation_id, created_at, reply_id], |r| {
+        Ok(crate::rag::Turn {
+            role: r.get(0)?,
+            content: r.get(1)?,
+        })
+    })?;
+    let mut turns = Vec::new();
+    let mut used = 0;
+    for turn in rows {
+        let turn = turn?;
+        used += turn.content.chars().count();
+        if used > max_chars {
+            break;
+        }
+        turns.push(turn);
+    }
+    turns.reverse();
+    // The question itself is sent separately: drop it from the history.
+    if turns.last().is_some_and(|t| t.role == "user") {
+        turns.pop();
+    }
+    Ok(turns)
+}
+
+/// Cancels a running reply that has no generation in this process,
+/// keeping its content.
+#[instrument(skip_all)]
+pub fn cancel(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<Message> {
     let current = get(tx, user_id, id)?;
     if current.role != "assistant" || !matches!(current.status.as_str(), "pending" | "streaming") {
         return Err(Error::Conflict(
@@ -217,7 +329,7 @@ pub fn cancel(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<(Mes
         ))?
         .query_row(params![id, user_id, now], message)?;
     emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
-    Ok((row.message, row.generation))
+    Ok(row.message)
 }
 
 /// Puts a finished reply back to `pending` (empty content, no error, no

@@ -20,6 +20,34 @@ pub struct Source {
     pub score: f64,
 }
 
+/// Where a streaming provider sends its text as it is produced. The pieces
+/// must concatenate exactly to the final answer's content.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSink(Option<tokio::sync::mpsc::UnboundedSender<String>>);
+
+impl TokenSink {
+    pub fn new(sender: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
+        TokenSink(Some(sender))
+    }
+
+    /// Sends a piece of the answer (ignored when nobody listens).
+    pub fn push(&self, delta: &str) {
+        if let Some(sender) = &self.0
+            && !delta.is_empty()
+        {
+            let _ = sender.send(delta.to_owned());
+        }
+    }
+}
+
+/// An earlier message of the conversation, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
 /// What an answer provider is asked.
 #[derive(Debug, Clone)]
 pub struct AnswerRequest {
@@ -29,6 +57,10 @@ pub struct AnswerRequest {
     pub message_id: String,
     /// The user's question (the content of the user message it answers).
     pub question: String,
+    /// Recent finished turns before the question, oldest first.
+    pub history: Vec<Turn>,
+    /// Streaming providers push their text here as it comes.
+    pub stream: TokenSink,
 }
 
 /// A finished answer.

@@ -16,6 +16,8 @@ use crate::db::events::EventFrame;
 pub enum Push {
     /// A committed event: its id and its JSON text.
     Event { id: i64, text: Utf8Bytes },
+    /// A control frame (no id, never stored), e.g. `message.delta`.
+    Control { text: Utf8Bytes },
     /// Close every socket of the user with this code (4003: revoked).
     Close { code: u16, reason: &'static str },
 }
@@ -96,6 +98,14 @@ impl Hub {
                     text: event.text.into(),
                 });
             }
+        }
+    }
+
+    /// Sends a control frame to the user's sockets (lost for sockets that
+    /// are not connected: control frames are never replayed).
+    pub fn push_control(&self, user_id: &str, text: Utf8Bytes) {
+        if let Some(entry) = self.lock().get(user_id) {
+            let _ = entry.sender.send(Push::Control { text });
         }
     }
 

@@ -241,6 +241,7 @@ impl Session {
             tokio::select! {
                 pushed = self.subscription.receiver.recv() => match pushed {
                     Ok(Push::Event { id, text }) => self.deliver(id, text).await?,
+                    Ok(Push::Control { text }) => self.send(Message::Text(text)).await?,
                     Ok(Push::Close { code, reason }) => return self.close(code, reason).await,
                     Err(RecvError::Lagged(_)) => {
                         // Fell behind the in-memory channel: read the rest from the log.
