@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{JwtKeys, LoginLimiter, secret};
 use crate::chat::Generations;
 use crate::config::Config;
+use crate::config::LlmProvider;
 use crate::db::{self, Db};
 use crate::lock::DataDirLock;
-use crate::rag::{Answerer, Extractive};
+use crate::rag::{Answerer, Extractive, OpenAi};
 use crate::realtime::{Hub, Tickets};
 
 /// Shared state of every request: cheap to clone (one `Arc`).
@@ -117,10 +118,17 @@ impl App {
         let files_dir = config.data_dir.join("files");
         startup_sweep(&db, &files_dir).await?;
 
-        let answerer = hooks
-            .answerer
-            .clone()
-            .unwrap_or_else(|| Arc::new(Extractive::new(db.clone())));
+        let answerer: Arc<dyn Answerer> = match (&hooks.answerer, config.llm_provider) {
+            (Some(answerer), _) => answerer.clone(),
+            (None, LlmProvider::Extractive) => Arc::new(Extractive::new(db.clone())),
+            (None, LlmProvider::Openai) => {
+                let provider = OpenAi::from_config(&config, db.clone()).map_err(StartupError::Config)?;
+                // Only a warning when it is down: the model server may come up later.
+                let check = provider.clone();
+                tokio::spawn(async move { check.check().await });
+                Arc::new(provider)
+            }
+        };
         let state = AppState(Arc::new(Shared {
             jwt,
             limiter: LoginLimiter::default(),
@@ -179,7 +187,13 @@ impl App {
         // Workers stop at once (their parser children are killed); the jobs
         // they held go back to the queue without using up a retry.
         for worker in workers {
-            let _ = worker.await;
+            // They stop at their next await; a bounded wait all the same.
+            if tokio::time::timeout(std::time::Duration::from_secs(10), worker)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a worker did not stop in time");
+            }
         }
         let now = db::now_ms();
         let finished = state

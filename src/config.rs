@@ -138,6 +138,46 @@ pub struct Config {
     #[arg(long, env = "RAGD_CHUNK_OVERLAP", default_value_t = 150, value_name = "CHARS")]
     pub chunk_overlap: usize,
 
+    /// Who writes the answers: `extractive` (built in, offline) or `openai`
+    /// (any OpenAI-compatible server: Ollama, llama.cpp, vLLM, OpenAI).
+    #[arg(long, env = "RAGD_LLM_PROVIDER", value_enum, default_value_t = LlmProvider::Extractive)]
+    pub llm_provider: LlmProvider,
+
+    /// Base URL of the OpenAI-compatible API, e.g. http://127.0.0.1:11434/v1.
+    #[arg(long, env = "RAGD_LLM_BASE_URL", value_name = "URL")]
+    pub llm_base_url: Option<String>,
+
+    /// Model name passed to the server (e.g. llama3.1:8b).
+    #[arg(long, env = "RAGD_LLM_MODEL", value_name = "NAME")]
+    pub llm_model: Option<String>,
+
+    /// API key sent as a Bearer token (prefer the environment variable;
+    /// never logged).
+    #[arg(long, env = "RAGD_LLM_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub llm_api_key: Option<Secret>,
+
+    /// Longest wait for the connection, the first token or the next chunk;
+    /// a model that keeps streaming is never cut off.
+    #[arg(long, env = "RAGD_LLM_TIMEOUT", default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
+    pub llm_timeout: Duration,
+
+    /// Most tokens an answer may have (the server's default when unset).
+    #[arg(long, env = "RAGD_LLM_MAX_TOKENS", value_name = "N")]
+    pub llm_max_tokens: Option<u32>,
+
+    /// Sampling temperature (the server's default when unset).
+    #[arg(long, env = "RAGD_LLM_TEMPERATURE", value_name = "T")]
+    pub llm_temperature: Option<f32>,
+
+    /// Characters of retrieved passages put into the prompt.
+    #[arg(
+        long,
+        env = "RAGD_LLM_CONTEXT_CHARS",
+        default_value_t = 8_000,
+        value_name = "CHARS"
+    )]
+    pub llm_context_chars: usize,
+
     /// JWT signing secret (at least 32 bytes). Prefer the environment
     /// variable; without it a secret is generated into `<data-dir>/secret.key`.
     #[arg(long, env = "RAGD_JWT_SECRET", hide = true, hide_env_values = true)]
@@ -174,6 +214,12 @@ impl Config {
 pub enum Registration {
     Open,
     Closed,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LlmProvider {
+    Extractive,
+    Openai,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

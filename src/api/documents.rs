@@ -227,6 +227,33 @@ pub fn sanitize_filename(raw: &str) -> String {
     }
 }
 
+/// The RFC 5987 `filename*=UTF-8''...` of a part's Content-Disposition,
+/// which some clients send instead of a plain `filename` for non-ASCII
+/// names (the multipart parser reads only the plain one).
+fn extended_filename(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_DISPOSITION)?.to_str().ok()?;
+    let encoded = value
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("filename*="))?;
+    let (charset, rest) = encoded.split_once('\'')?;
+    let encoded = rest.split_once('\'')?.1.trim_matches('"');
+    if !charset.eq_ignore_ascii_case("utf-8") {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut input = encoded.bytes();
+    while let Some(b) = input.next() {
+        if b == b'%' {
+            let hex = [input.next()?, input.next()?];
+            bytes.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            bytes.push(b);
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
 /// An upload being written to `files/.upload-*`; removed unless kept.
 struct Incoming {
     path: PathBuf,
@@ -391,7 +418,11 @@ async fn store(
 /// Streams the field to `files/.upload-<uuid>`, hashing as it goes, never
 /// holding the whole file in memory; fsyncs it before returning.
 async fn receive(state: &AppState, mut field: Field<'_>, limit: u64) -> Result<Received, ApiError> {
-    let filename = sanitize_filename(field.file_name().unwrap_or_default());
+    let raw_name = field
+        .file_name()
+        .map(str::to_owned)
+        .or_else(|| extended_filename(field.headers()));
+    let filename = sanitize_filename(raw_name.as_deref().unwrap_or_default());
     let path = state
         .files_dir
         .join(format!(".upload-{}", uuid::Uuid::now_v7().simple()));
@@ -466,6 +497,16 @@ mod tests {
         assert_eq!(sanitize_filename("a\u{0}b\nc.md"), "abc.md");
         assert_eq!(sanitize_filename(".."), "upload");
         assert_eq!(sanitize_filename(""), "upload");
+    }
+
+    #[test]
+    fn extended_filenames_are_decoded() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("form-data; name=\"file\"; filename*=utf-8''Z%C3%BCrich%20notes.md"),
+        );
+        assert_eq!(extended_filename(&headers).as_deref(), Some("Zürich notes.md"));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! implements, and the built-in offline `extractive` provider.
 
 mod extractive;
+mod openai;
+mod sse;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +11,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 pub use extractive::Extractive;
+pub use openai::OpenAi;
 
 /// A passage an answer cites: `[n]` in the content refers to `sources[n-1]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

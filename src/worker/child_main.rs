@@ -28,6 +28,7 @@ pub fn run(limits: ChildLimits) -> ExitCode {
     // The parent logs what matters; a parser's panic message would only be
     // noise on the server's stderr.
     std::panic::set_hook(Box::new(|_| {}));
+    watch_parent();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lock().lines() {
@@ -45,6 +46,23 @@ pub fn run(limits: ChildLimits) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Exits when the server that started this process is gone, even in the
+/// middle of a file: a parser stuck in a loop never reads stdin again, so
+/// stdin closing alone cannot stop it.
+fn watch_parent() {
+    let parent = std::os::unix::process::parent_id();
+    let _ = std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if std::os::unix::process::parent_id() != parent {
+                    std::process::exit(3);
+                }
+            }
+        });
 }
 
 fn apply(limits: ChildLimits) -> std::io::Result<()> {
@@ -76,12 +94,9 @@ fn handle(request: &ParseRequest) -> ParseResponse {
             )));
         }
     };
-    #[cfg(feature = "test-hooks")]
-    let bytes = match super::test_hooks::apply(bytes, request.attempt) {
-        Ok(bytes) => bytes,
-        Err(failure) => return ParseResponse::Failed(failure),
-    };
     let parsed = catch_unwind(AssertUnwindSafe(|| {
+        #[cfg(feature = "test-hooks")]
+        let bytes = super::test_hooks::apply(bytes, request.attempt)?;
         ingest::extract(kind, &bytes, request.max_text_bytes)
             .map(|text| ingest::chunk(&text, request.chunk_size, request.chunk_overlap))
     }));

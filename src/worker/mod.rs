@@ -174,10 +174,13 @@ impl Worker {
             parsed = self.parse(&request) => Some(parsed),
             () = keep_lease(&state, claimed) => None,
             () = cancel.cancelled() => None,
+            // Shutting down: the job goes back to the queue (shutdown sweep).
+            () = state.stopping.cancelled() => None,
         };
         let Some(parsed) = parsed else {
-            // Lost the lease or the document was deleted: whatever the child
-            // was doing is moot. Start a fresh child for the next job.
+            // Lost the lease, the document was deleted, or the server is
+            // stopping: whatever the child was doing is moot. Start a fresh
+            // child for the next job.
             if let Some(mut child) = self.child.take() {
                 child.kill().await;
             }

@@ -4,6 +4,7 @@
 
 mod answerers;
 mod chat;
+mod doc_helpers;
 mod helpers;
 mod ws_helpers;
 
@@ -12,8 +13,16 @@ mod cli;
 mod conversations;
 #[cfg(feature = "test-hooks")]
 mod crash;
+mod documents;
 mod errors;
+mod ingest;
 mod messages;
+#[cfg(feature = "test-hooks")]
+mod parse_crash;
+mod poison;
 mod realtime;
 mod replay;
 mod restart;
+mod search;
+#[cfg(feature = "test-hooks")]
+mod worker;
