@@ -7,7 +7,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::extract::{AppJson, AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor, limit};
+use super::extract::{
+    AppJson, AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_time_cursor, limit,
+};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::db::{self, conversations::Conversation, conversations::ListKey};
@@ -89,21 +91,15 @@ async fn list(
     let before = match query.before.as_deref() {
         None => None,
         Some(cursor) => {
-            let parts = decode_cursor(cursor, 2)?;
-            let updated_at = parts[0]
-                .parse()
-                .map_err(|_| ApiError::BadRequest("the cursor is not valid".into()))?;
-            Some(ListKey {
-                updated_at,
-                id: parts[1].clone(),
-            })
+            let (updated_at, id) = decode_time_cursor(cursor)?;
+            Some(ListKey { updated_at, id })
         }
     };
     let (items, last) = state
         .db
         .read(move |conn| db::conversations::list(conn, &user.id, limit, before.as_ref()))
         .await?;
-    let next_before = last.map(|k| encode_cursor(&[&k.updated_at.to_string(), &k.id]));
+    let next_before = last.map(|k| encode_time_cursor(k.updated_at, &k.id));
     Ok(Json(Page { items, next_before }))
 }
 

@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::extract::{
-    AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor, fingerprint, idempotency_key, limit,
+    AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_time_cursor, fingerprint, idempotency_key,
+    limit,
 };
 use crate::AppState;
 use crate::auth::CurrentUser;
@@ -66,21 +67,15 @@ async fn list(
     let before = match query.before.as_deref() {
         None => None,
         Some(cursor) => {
-            let parts = decode_cursor(cursor, 2)?;
-            let created_at = parts[0]
-                .parse()
-                .map_err(|_| ApiError::BadRequest("the cursor is not valid".into()))?;
-            Some(ListKey {
-                created_at,
-                id: parts[1].clone(),
-            })
+            let (created_at, id) = decode_time_cursor(cursor)?;
+            Some(ListKey { created_at, id })
         }
     };
     let (items, last) = state
         .db
         .read(move |conn| documents::list(conn, &user.id, limit, before.as_ref()))
         .await?;
-    let next_before = last.map(|k| encode_cursor(&[&k.created_at.to_string(), &k.id]));
+    let next_before = last.map(|k| encode_time_cursor(k.created_at, &k.id));
     Ok(Json(json!({"items": items, "next_before": next_before})))
 }
 

@@ -88,6 +88,20 @@ pub fn encode_cursor(parts: &[&str]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(parts.join("\n"))
 }
 
+/// A cursor for lists ordered by (timestamp, id).
+pub fn encode_time_cursor(at: i64, id: &str) -> String {
+    encode_cursor(&[&at.to_string(), id])
+}
+
+/// Decodes `encode_time_cursor` (400 otherwise).
+pub fn decode_time_cursor(cursor: &str) -> Result<(i64, String), ApiError> {
+    let mut parts = decode_cursor(cursor, 2)?;
+    let at = parts[0]
+        .parse()
+        .map_err(|_| ApiError::BadRequest("the cursor is not valid".into()))?;
+    Ok((at, parts.swap_remove(1)))
+}
+
 /// Decodes a cursor made by `encode_cursor` with `n` parts (400 otherwise).
 pub fn decode_cursor(cursor: &str, n: usize) -> Result<Vec<String>, ApiError> {
     const BAD: &str = "the cursor is not valid: pass back a next_* value unchanged";

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::detached;
 use super::extract::{
-    AppJson, AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor, fingerprint, idempotency_key,
-    limit,
+    AppJson, AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_time_cursor, fingerprint,
+    idempotency_key, limit,
 };
 use crate::AppState;
 use crate::auth::CurrentUser;
@@ -51,18 +51,12 @@ struct NewMessage {
 }
 
 fn cursor(key: &ListKey) -> String {
-    encode_cursor(&[&key.created_at.to_string(), &key.id])
+    encode_time_cursor(key.created_at, &key.id)
 }
 
 fn parse_cursor(raw: &str) -> Result<ListKey, ApiError> {
-    let parts = decode_cursor(raw, 2)?;
-    let created_at = parts[0]
-        .parse()
-        .map_err(|_| ApiError::BadRequest("the cursor is not valid".into()))?;
-    Ok(ListKey {
-        created_at,
-        id: parts[1].clone(),
-    })
+    let (created_at, id) = decode_time_cursor(raw)?;
+    Ok(ListKey { created_at, id })
 }
 
 async fn list(

@@ -138,15 +138,5 @@ pub fn delete(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<()> 
     {
         return Err(Error::NotFound);
     }
-    events::tombstone(tx, user_id, id)?;
-    tx.emit(
-        user_id,
-        DELETED,
-        Subject {
-            id,
-            conversation_id: None,
-        },
-        &serde_json::json!({ "id": id }),
-        now,
-    )
+    events::tombstone_and_emit(tx, user_id, DELETED, id, now)
 }

@@ -123,6 +123,23 @@ pub fn tombstone(conn: &Connection, user_id: &str, subject_id: &str) -> Result<u
     )?)
 }
 
+/// After deleting an object: rewrites its stored events to tombstones and
+/// emits `kind` (e.g. `conversation.deleted`) with `{"id"}`.
+pub fn tombstone_and_emit(
+    tx: &mut super::Tx<'_>,
+    user_id: &str,
+    kind: &'static str,
+    id: &str,
+    now: i64,
+) -> Result<()> {
+    tombstone(tx, user_id, id)?;
+    let subject = Subject {
+        id,
+        conversation_id: None,
+    };
+    tx.emit(user_id, kind, subject, &serde_json::json!({ "id": id }), now)
+}
+
 /// Deletes events older than `before_ms`, except each user's newest
 /// `keep_last`. Returns how many were deleted.
 #[instrument(skip_all)]

@@ -26,6 +26,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Txt,
+        Kind::Md,
+        Kind::Html,
+        Kind::Pdf,
+        Kind::Docx,
+        Kind::Csv,
+        Kind::Json,
+    ];
+
     /// The kind for a file name's extension (case-insensitive).
     pub fn from_filename(name: &str) -> Option<Kind> {
         let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
@@ -54,17 +64,7 @@ impl Kind {
     }
 
     pub fn parse(name: &str) -> Option<Kind> {
-        [
-            Kind::Txt,
-            Kind::Md,
-            Kind::Html,
-            Kind::Pdf,
-            Kind::Docx,
-            Kind::Csv,
-            Kind::Json,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == name)
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     /// The content type the server reports, decided by kind, never by the
@@ -83,17 +83,7 @@ impl Kind {
 
     /// The kind whose `content_type` this is.
     pub fn parse_content_type(content_type: &str) -> Option<Kind> {
-        [
-            Kind::Txt,
-            Kind::Md,
-            Kind::Html,
-            Kind::Pdf,
-            Kind::Docx,
-            Kind::Csv,
-            Kind::Json,
-        ]
-        .into_iter()
-        .find(|k| k.content_type() == content_type)
+        Kind::ALL.into_iter().find(|k| k.content_type() == content_type)
     }
 
     /// Whether the first bytes of a file can be of this kind (a `.pdf` must
