@@ -3,6 +3,8 @@
 //! for a document status over `/ws`, and checks of the document and job
 //! objects. They talk to any server address, so the same helpers drive an
 //! in-process `TestApp` and the real binary.
+// Some helpers serve only the fault-injection tests (feature test-hooks).
+#![cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
