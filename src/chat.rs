@@ -126,7 +126,16 @@ pub fn start(
             }
         };
         match outcome {
-            Some(outcome) => store(&task_state, &user_id, &message_id, generation, outcome, &cancel).await,
+            Some(outcome) => {
+                // A reply that fails mid-stream keeps the text its deltas showed.
+                let outcome = match outcome {
+                    Outcome::Failed(error, None) if !streamer.content.is_empty() => {
+                        Outcome::Failed(error, Some(streamer.content.clone()))
+                    }
+                    other => other,
+                };
+                store(&task_state, &user_id, &message_id, generation, outcome, &cancel).await;
+            }
             None if by_user.load(Ordering::SeqCst) => streamer.store_cancelled().await,
             // Deleted, or shutting down: keep what streamed for the sweep.
             None => streamer.save(true).await,
@@ -362,10 +371,13 @@ async fn generate(state: &AppState, request: AnswerRequest) -> Outcome {
             content: answer.content,
             sources: answer.sources,
         },
-        Ok(Err(AnswerError(message))) => Outcome::Failed(message),
+        Ok(Err(AnswerError(message))) => Outcome::Failed(message, None),
         Err(err) => {
             tracing::error!(error = %err, "the answer provider panicked");
-            Outcome::Failed("the answer provider failed unexpectedly; retry the message".into())
+            Outcome::Failed(
+                "the answer provider failed unexpectedly; retry the message".into(),
+                None,
+            )
         }
     }
 }

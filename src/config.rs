@@ -167,7 +167,7 @@ pub struct Config {
 
     /// Sampling temperature (the server's default when unset).
     #[arg(long, env = "RAGD_LLM_TEMPERATURE", value_name = "T")]
-    pub llm_temperature: Option<f32>,
+    pub llm_temperature: Option<f64>,
 
     /// Characters of retrieved passages put into the prompt.
     #[arg(

@@ -44,8 +44,12 @@ pub enum Page {
 /// How a generation ended.
 #[derive(Clone)]
 pub enum Outcome {
-    Done { content: String, sources: Vec<Source> },
-    Failed(String),
+    Done {
+        content: String,
+        sources: Vec<Source>,
+    },
+    /// The error, and the text streamed before it (kept, like a cancel).
+    Failed(String, Option<String>),
 }
 
 const COLUMNS: &str =
@@ -182,7 +186,7 @@ pub fn finish(
             let sources = serde_json::to_string(&sources).map_err(|e| Error::Other(e.to_string()))?;
             (Some(content), sources, "done", None)
         }
-        Outcome::Failed(error) => (None, "[]".to_owned(), "error", Some(error)),
+        Outcome::Failed(error, partial) => (partial, "[]".to_owned(), "error", Some(error)),
     };
     let updated = tx
         .prepare_cached(&format!(

@@ -25,7 +25,7 @@ pub struct OpenAi {
     api_key: Option<Secret>,
     timeout: Duration,
     max_tokens: Option<u32>,
-    temperature: Option<f32>,
+    temperature: Option<f64>,
     context_chars: usize,
     db: Db,
 }
@@ -114,8 +114,8 @@ impl OpenAi {
             .await
             .map_err(|_| {
                 AnswerError(format!(
-                    "the model server did not answer within {}s",
-                    self.timeout.as_secs()
+                    "the model server did not answer within {}",
+                    human(self.timeout)
                 ))
             })?
             .map_err(|e| AnswerError(format!("cannot reach the model server: {}", describe(&e))))?;
@@ -162,8 +162,8 @@ impl OpenAi {
                 .await
                 .map_err(|_| {
                     AnswerError(format!(
-                        "the model server stopped sending for {}s",
-                        self.timeout.as_secs()
+                        "the model server stopped sending for {}",
+                        human(self.timeout)
                     ))
                 })?;
             let chunk = match next {
@@ -194,7 +194,36 @@ impl OpenAi {
 
 impl Answerer for OpenAi {
     fn answer(&self, request: AnswerRequest) -> AnswerFuture {
-        Box::pin(self.clone().run(request))
+        let provider = self.clone();
+        Box::pin(async move {
+            let key = provider.api_key.clone();
+            // Upstream text is shown to users: a server that echoes the
+            // key (e.g. "Incorrect API key provided: sk-...") must not
+            // hand it to every user of this ragd.
+            provider
+                .run(request)
+                .await
+                .map_err(|e| AnswerError(redact(&e.0, key.as_ref())))
+        })
+    }
+}
+
+fn redact(text: &str, key: Option<&Secret>) -> String {
+    match key {
+        Some(key) if key.0.len() >= 4 => text.replace(&key.0, "[redacted]"),
+        _ => text.to_owned(),
+    }
+}
+
+/// `500ms`, `2s`, `2m`: durations as the flags write them.
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(60_000) && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
     }
 }
 

@@ -16,6 +16,7 @@ mod crash;
 mod documents;
 mod errors;
 mod ingest;
+mod llm;
 mod messages;
 #[cfg(feature = "test-hooks")]
 mod parse_crash;
