@@ -192,7 +192,9 @@ async fn no_parser_child_outlives_a_killed_server_even_mid_file() {
     let parser = wait_for_parser_of(&server).await;
 
     kill(&mut server).await;
-    let gone = gone_within(parser, Duration::from_secs(5)).await;
+    // Generous: the child notices within 200 ms, but a loaded machine may
+    // schedule its watcher thread late.
+    let gone = gone_within(parser, Duration::from_secs(15)).await;
     if !gone {
         // Do not leave it spinning for the rest of the suite.
         let _ = std::process::Command::new("kill")
@@ -201,7 +203,7 @@ async fn no_parser_child_outlives_a_killed_server_even_mid_file() {
     }
     assert!(
         gone,
-        "the `ragd parse` child {parser} busy with a file kept running 5 s after its server was \
+        "the `ragd parse` child {parser} busy with a file kept running 15 s after its server was \
          SIGKILLed (ARCHITECTURE: no child outlives a killed server)"
     );
 }
