@@ -38,22 +38,76 @@ pub async fn verify(password: String, stored: String) -> Result<bool, ApiError> 
 /// email takes as long as one with a wrong password.
 pub async fn verify_dummy(password: String) {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let stored = DUMMY
-        .get_or_init(|| {
+    let _ = blocking(move || {
+        // Made once, on the hashing threads like every other hash.
+        let stored = DUMMY.get_or_init(|| {
             Argon2::default()
                 .hash_password(b"ragd-dummy-password")
                 .map(|h| h.to_string())
                 .unwrap_or_default()
-        })
-        .clone();
-    let _ = verify(password, stored).await;
+        });
+        if let Ok(parsed) = PasswordHash::new(stored) {
+            let _ = Argon2::default().verify_password(password.as_bytes(), &parsed);
+        }
+        Ok(())
+    })
+    .await;
 }
 
+/// Threads that run Argon2. Each hash takes 19 MiB, and glibc keeps that
+/// memory in the arena of the thread that used it: on the shared blocking
+/// pool every one of its threads would end up holding 19 MiB (hundreds of
+/// MiB after a burst of logins). Two dedicated threads bound it, and bound
+/// how many cores a login storm can take.
+const HASH_THREADS: usize = 2;
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+fn pool() -> &'static std::sync::mpsc::SyncSender<HashJob> {
+    static POOL: std::sync::OnceLock<std::sync::mpsc::SyncSender<HashJob>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<HashJob>(1024);
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        for n in 0..HASH_THREADS {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ragd-hash-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = match receiver.lock() {
+                            Ok(guard) => guard.recv(),
+                            Err(poisoned) => poisoned.into_inner().recv(),
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => break,
+                        }
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::error!(error = %err, "cannot start a password hashing thread");
+            }
+        }
+        sender
+    })
+}
+
+/// Runs `f` on the hashing threads (never on an async worker).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f))
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job: HashJob = Box::new(move || {
+        let _ = reply.send(span.in_scope(f));
+    });
+    // The queue is bounded; waiting for room must not block this worker.
+    let sender = pool().clone();
+    tokio::task::spawn_blocking(move || sender.send(job))
         .await
         .map_err(ApiError::internal)?
+        .map_err(|_| ApiError::internal("the password hashing threads are gone"))?;
+    answer
+        .await
+        .map_err(|_| ApiError::internal("password hashing failed"))?
 }
