@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::json;
 
-use super::{Doc, EventStream, upload_and_wait};
+use super::{EventStream, synthetic_docs, upload_and_wait};
 use crate::api::Api;
 use crate::report::Report;
 use crate::server::{Spec, Target};
@@ -68,19 +68,14 @@ pub async fn run(ctx: &Ctx, args: &ChatArgs) -> Result<Report> {
     let mut events = EventStream::open(&target.base, &token).await?;
 
     let vocabulary = Arc::new(Vocabulary::new(args.vocabulary));
-    let docs = {
-        let (v, n, size, seed) = (vocabulary.clone(), args.docs, args.doc_kb * 1024, args.seed);
-        tokio::task::spawn_blocking(move || {
-            (0..n)
-                .map(|i| Doc {
-                    filename: format!("chat-{i:05}.{}", if i % 2 == 0 { "txt" } else { "md" }),
-                    bytes: v.document(seed ^ (i as u64 + 1), size, i % 2 == 1).into_bytes(),
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| err(format!("generate documents: {e}")))?
-    };
+    let docs = synthetic_docs(
+        vocabulary.clone(),
+        "chat",
+        args.docs,
+        args.doc_kb * 1024,
+        args.seed,
+    )
+    .await?;
     crate::progress(format!("uploading {} documents", args.docs));
     let loaded = upload_and_wait(
         &api,

@@ -112,6 +112,29 @@ pub struct Doc {
     pub bytes: Vec<u8>,
 }
 
+/// `n` synthetic documents of `size` bytes, alternately `.txt` and `.md`,
+/// named `<prefix>-<i>`; generated off the async workers.
+pub async fn synthetic_docs(
+    vocabulary: Arc<crate::text::Vocabulary>,
+    prefix: &'static str,
+    n: usize,
+    size: usize,
+    seed: u64,
+) -> Result<Vec<Doc>> {
+    tokio::task::spawn_blocking(move || {
+        (0..n)
+            .map(|i| Doc {
+                filename: format!("{prefix}-{i:06}.{}", if i % 2 == 0 { "txt" } else { "md" }),
+                bytes: vocabulary
+                    .document(seed ^ (i as u64 + 1), size, i % 2 == 1)
+                    .into_bytes(),
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| err(format!("generate documents: {e}")))
+}
+
 /// What uploading a corpus and waiting for it measured.
 #[derive(Debug, Default)]
 pub struct Loaded {
