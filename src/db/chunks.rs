@@ -40,17 +40,51 @@ pub fn is_stop_word(word: &str) -> bool {
     STOP_WORDS.binary_search(&word).is_ok()
 }
 
-/// Turns plain text into an FTS5 query: the distinct non-stop-words, each
-/// a quoted string, joined with OR (BM25 ranks documents matching more
-/// words higher). `None` when nothing searchable is left.
-pub fn fts_query(text: &str) -> Option<String> {
+/// Adds the chunks written since the last call to the full-text index, in
+/// one statement, so that FTS5 writes them as one segment. The writer calls
+/// it at the end of every batch, in the batch's transaction and outside
+/// every savepoint: new chunks are searchable from the commit that adds
+/// them. Returns how many chunks it indexed.
+pub fn index_pending(conn: &Connection) -> Result<usize> {
+    let through: i64 = conn
+        .prepare_cached("SELECT indexed_through FROM fts_state WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
+    let indexed = conn
+        .prepare_cached(
+            "INSERT INTO chunks_fts (rowid, text) SELECT rowid, text FROM chunks WHERE rowid > ?1",
+        )?
+        .execute([through])?;
+    if indexed > 0 {
+        conn.prepare_cached(
+            "UPDATE fts_state SET indexed_through = (SELECT max(rowid) FROM chunks) WHERE id = 1",
+        )?
+        .execute([])?;
+    }
+    Ok(indexed)
+}
+
+/// One step of background index maintenance: FTS5 merges up to `pages`
+/// leaf pages of segments on the same level (two or more, see migration 4).
+/// Fewer segments make every search cheaper, since each query term is
+/// looked up in each segment. Returns whether there was work to do.
+pub fn merge_index_step(conn: &Connection, pages: u32) -> Result<bool> {
+    let before = conn.total_changes();
+    conn.prepare_cached("INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('merge', ?1)")?
+        .execute([pages])?;
+    // FTS5's documented test: a merge that did nothing changes fewer than
+    // two rows.
+    Ok(conn.total_changes() - before >= 2)
+}
+
+/// The distinct non-stop-words of plain text, lower-cased, at most 32.
+fn query_terms(text: &str) -> Vec<String> {
     let mut terms: Vec<String> = Vec::new();
     for word in text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
     {
         let word = word.to_lowercase();
-        if STOP_WORDS.binary_search(&word.as_str()).is_ok() || terms.contains(&word) {
+        if is_stop_word(&word) || terms.contains(&word) {
             continue;
         }
         terms.push(word);
@@ -58,53 +92,357 @@ pub fn fts_query(text: &str) -> Option<String> {
             break;
         }
     }
-    if terms.is_empty() {
-        return None;
-    }
-    // Words hold only alphanumerics, so quoting cannot be broken out of.
-    Some(
-        terms
-            .iter()
-            .map(|t| format!("\"{t}\""))
-            .collect::<Vec<_>>()
-            .join(" OR "),
-    )
+    terms
 }
 
-/// The best `limit` chunks of the user's documents for `text`.
+/// Terms as an FTS5 expression: each a quoted string, joined with OR (BM25
+/// ranks chunks matching more of them higher). Words hold only
+/// alphanumerics, so quoting cannot be broken out of.
+fn any_of<S: AsRef<str>>(terms: &[S]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("\"{}\"", t.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// Turns plain text into an FTS5 query: the distinct non-stop-words, each
+/// a quoted string, joined with OR. `None` when nothing searchable is left.
+pub fn fts_query(text: &str) -> Option<String> {
+    let terms = query_terms(text);
+    (!terms.is_empty()).then(|| any_of(&terms))
+}
+
+/// A term in at least this share of all chunks (1/16) counts as common:
+/// scoring every chunk it matches is what makes a search slow, and its
+/// weight in BM25 is small (idf <= ln 15).
+const COMMON_SHARE: i64 = 16;
+/// Below this many matches no term is worth treating apart.
+const COMMON_MIN: i64 = 256;
+/// BM25's k1 in FTS5's `bm25()`: one occurrence of a term adds at most
+/// idf * (k1 + 1) to a chunk's score, however often it occurs.
+const BM25_K1: f64 = 1.2;
+
+/// The best `limit` chunks of the user's documents for `text`, best first.
+///
+/// Ranking is FTS5's `bm25()` over every query term, and the result is
+/// that of ranking every matching chunk; but a common term (stop-word-like
+/// in this corpus) can match most chunks, and computing BM25 for each is
+/// slow. So the search first ranks only the chunks that hold a rarer term
+/// (the MaxScore idea): the chunks that hold them and a common term too are
+/// ranked with all terms, those that hold only rare terms with those. A
+/// chunk holding common terms alone can score at most the sum of their
+/// upper bounds; when the `limit`-th best score found already reaches that
+/// bound, no such chunk can enter the result and the shortcut is exact.
+/// Otherwise the search ranks every match. Snippets and texts are read for
+/// the returned chunks only.
 #[instrument(skip_all)]
 pub fn search(conn: &Connection, user_id: &str, text: &str, limit: usize) -> Result<Vec<Hit>> {
-    let Some(query) = fts_query(text) else {
+    let terms = query_terms(text);
+    if terms.is_empty() || limit == 0 {
         return Ok(Vec::new());
-    };
+    }
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let hits = conn
+    let all = any_of(&terms);
+    // One snapshot for all the statements: a chunk ranked here is still
+    // there when its snippet is read.
+    let tx = conn.unchecked_transaction()?;
+    let ranked = match rank_by_rare_terms(&tx, user_id, &terms, limit)? {
+        Some(ranked) => ranked,
+        None => rank(&tx, user_id, &all, limit)?,
+    };
+    ranked
+        .into_iter()
+        .map(|(rowid, score)| hit(&tx, &all, rowid, score))
+        .collect()
+}
+
+/// The best `limit` (rowid, score) of the user's chunks matching `expr`.
+fn rank(conn: &Connection, user_id: &str, expr: &str, limit: i64) -> Result<Vec<(i64, f64)>> {
+    let ranked = conn
         .prepare_cached(
-            "SELECT c.document_id, d.filename, c.rowid,
-                    snippet(chunks_fts, 0, '', '', '…', 24), -bm25(chunks_fts), c.text
-             FROM chunks_fts
-             JOIN chunks c ON c.rowid = chunks_fts.rowid
-             JOIN documents d ON d.id = c.document_id
+            "SELECT chunks_fts.rowid, -bm25(chunks_fts)
+             FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid
              WHERE chunks_fts MATCH ?1 AND c.user_id = ?2
              ORDER BY bm25(chunks_fts) LIMIT ?3",
         )?
-        .query_map(params![query, user_id, limit], |r| {
+        .query_map(params![expr, user_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ranked)
+}
+
+/// The exact ranking of [`search`] without scoring the chunks that hold
+/// only common terms; `None` when the query has no such split or the
+/// shortcut cannot prove its result, and every match must be ranked.
+fn rank_by_rare_terms(
+    conn: &Connection,
+    user_id: &str,
+    terms: &[String],
+    limit: i64,
+) -> Result<Option<Vec<(i64, f64)>>> {
+    if terms.len() < 2 {
+        return Ok(None);
+    }
+    // An upper bound of the number of chunks (rowids only grow), which is
+    // all the bound below needs: idf grows with it.
+    let chunks: i64 = conn
+        .prepare_cached("SELECT coalesce(max(rowid), 0) FROM chunks")?
+        .query_row([], |r| r.get(0))?;
+    let common = (chunks / COMMON_SHARE).max(COMMON_MIN);
+    let mut rare = Vec::new();
+    let mut frequent = Vec::new();
+    for term in terms {
+        // Counting stops at `common`, so a common term costs little here.
+        let matches: i64 = conn
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ?1 LIMIT ?2)",
+            )?
+            .query_row(params![any_of(&[term]), common], |r| r.get(0))?;
+        if matches < common {
+            rare.push(term)
+        } else {
+            frequent.push(term)
+        }
+    }
+    if rare.is_empty() || frequent.is_empty() {
+        return Ok(None);
+    }
+    // FTS5's idf: ln((N - n + 0.5) / (n + 0.5)), at least 1e-6; largest
+    // for the fewest matches (n = common) in the largest table.
+    let (n, matches) = (chunks as f64, common as f64);
+    let idf = ((n - matches + 0.5) / (matches + 0.5)).ln().max(1e-6);
+    let common_only_bound = frequent.len() as f64 * idf * (BM25_K1 + 1.0);
+
+    let rare_expr = any_of(&rare);
+    // Chunks with a rare and a common term: scored with every term.
+    let both = rank(
+        conn,
+        user_id,
+        &format!("({rare_expr}) AND ({})", any_of(&frequent)),
+        limit,
+    )?;
+    // Chunks with rare terms: scored with those; exact for the ones that
+    // hold no common term, and a lower bound (never above `both`'s last
+    // score) for the others that `both` did not return.
+    let mut scores: std::collections::HashMap<i64, f64> =
+        rank(conn, user_id, &rare_expr, limit)?.into_iter().collect();
+    scores.extend(both);
+    let mut ranked: Vec<(i64, f64)> = scores.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let proven = usize::try_from(limit).is_ok_and(|l| ranked.len() == l)
+        && ranked
+            .last()
+            .is_some_and(|&(_, score)| score >= common_only_bound);
+    Ok(proven.then_some(ranked))
+}
+
+/// The API item of one ranked chunk: its document, and a snippet around
+/// the query's terms.
+fn hit(conn: &Connection, expr: &str, rowid: i64, score: f64) -> Result<Hit> {
+    let snippet: String = conn
+        .prepare_cached(
+            "SELECT snippet(chunks_fts, 0, '', '', '…', 24) FROM chunks_fts
+             WHERE chunks_fts MATCH ?1 AND rowid = ?2",
+        )?
+        .query_row(params![expr, rowid], |r| r.get(0))?;
+    let hit = conn
+        .prepare_cached(
+            "SELECT c.document_id, d.filename, c.text
+             FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.rowid = ?1",
+        )?
+        .query_row(params![rowid], |r| {
             Ok(Hit {
                 document_id: r.get(0)?,
                 filename: r.get(1)?,
-                chunk_id: r.get::<_, i64>(2)?.to_string(),
-                snippet: r.get(3)?,
-                score: r.get(4)?,
-                text: r.get(5)?,
+                chunk_id: rowid.to_string(),
+                snippet: snippet.clone(),
+                score,
+                text: r.get(2)?,
             })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(hits)
+        })?;
+    Ok(hit)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A migrated database holding, per user, one document with these
+    /// chunks.
+    fn database(corpus: &[(&str, Vec<String>)]) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
+        super::super::migrate::run(&mut conn).expect("migrate");
+        let tx = conn.transaction().expect("begin");
+        for (user, chunks) in corpus {
+            tx.execute(
+                "INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?1, 'x', 0)",
+                [user],
+            )
+            .expect("user");
+            let doc = format!("doc-{user}");
+            tx.execute(
+                "INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256,
+                                        status, created_at, updated_at)
+                 VALUES (?1, ?2, 'f.txt', 'text/plain', 'txt', 0, '', 'ready', 0, 0)",
+                [&doc, *user],
+            )
+            .expect("document");
+            for (ordinal, text) in chunks.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text)
+                     VALUES (?1, ?2, ?3, 0, 0, ?4)",
+                    params![doc, user, ordinal as i64, text],
+                )
+                .expect("chunk");
+            }
+        }
+        index_pending(&tx).expect("index");
+        tx.commit().expect("commit");
+        (dir, conn)
+    }
+
+    /// `n` chunks over a Zipf-like vocabulary: word `wN` is in about
+    /// 1/(N+1) of them, 1-3 times, so the first words are common and later
+    /// ones rare, like natural text.
+    fn zipf_chunks(n: usize, mut seed: u64) -> Vec<String> {
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        (0..n)
+            .map(|_| {
+                let mut words = Vec::new();
+                for w in 0..300 {
+                    if next() < 1.0 / (w as f64 + 1.0) {
+                        let times = 1 + (next() * 3.0) as usize;
+                        words.extend(std::iter::repeat_n(format!("w{w}"), times));
+                    }
+                }
+                words.join(" ")
+            })
+            .collect()
+    }
+
+    /// Asserts that `search` returns what ranking every match returns.
+    fn assert_ranked_like_every_match(conn: &Connection, user: &str, text: &str, limit: i64) {
+        let every = rank(conn, user, &any_of(&query_terms(text)), limit).expect("rank all");
+        let hits = search(conn, user, text, limit as usize).expect("search");
+        assert_eq!(hits.len(), every.len(), "{text} limit {limit}");
+        for (hit, (rowid, score)) in hits.iter().zip(&every) {
+            assert!(
+                (hit.score - score).abs() < 1e-9,
+                "{text}: {} vs {score}",
+                hit.score
+            );
+            // Equal scores may come in either order.
+            if hits.iter().filter(|h| (h.score - score).abs() < 1e-9).count() == 1 {
+                assert_eq!(hit.chunk_id, rowid.to_string(), "{text} limit {limit}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_shortcut_ranks_exactly_like_scoring_every_match() {
+        let (_dir, conn) = database(&[("u1", zipf_chunks(3000, 7)), ("u2", zipf_chunks(3000, 8))]);
+        let mut shortcut_taken = 0;
+        // A common word (w0-w9: in a tenth to all of the chunks) with
+        // rarer ones (down to a handful of chunks), for several limits.
+        for common in [0, 2, 5, 9] {
+            for rare in [11, 14, 20, 45, 150, 299] {
+                for limit in [1, 4, 10, 50] {
+                    let text = format!("w{common} w{rare} w{}", rare + 1);
+                    assert_ranked_like_every_match(&conn, "u1", &text, limit);
+                    let terms = query_terms(&text);
+                    if rank_by_rare_terms(&conn, "u1", &terms, limit)
+                        .expect("shortcut")
+                        .is_some()
+                    {
+                        shortcut_taken += 1;
+                    }
+                }
+            }
+        }
+        // The comparison means something only if the shortcut ran.
+        assert!(
+            shortcut_taken >= 20,
+            "shortcut taken {shortcut_taken} times of 96"
+        );
+    }
+
+    #[test]
+    fn a_chunk_with_only_common_words_still_wins_when_it_scores_higher() {
+        // "alpha" is common (300 of 3,004 chunks, over the 256 threshold);
+        // "beta" is rare but only in four very long chunks, so short chunks
+        // that repeat "alpha" score higher than any "beta" chunk.
+        let mut chunks = vec!["filler words here".to_owned(); 2700];
+        chunks.extend((0..296).map(|i| format!("alpha alpha alpha alpha x{i}")));
+        chunks.extend((0..4).map(|i| format!("alpha beta {} y{i}", "padding ".repeat(200))));
+        chunks.extend((0..4).map(|i| format!("beta {} z{i}", "padding ".repeat(200))));
+        let (_dir, conn) = database(&[("u1", chunks)]);
+        let hits = search(&conn, "u1", "alpha beta", 4).expect("search");
+        assert_eq!(hits.len(), 4);
+        assert!(hits.iter().all(|h| h.text.starts_with("alpha alpha")), "{hits:?}");
+        assert_ranked_like_every_match(&conn, "u1", "alpha beta", 4);
+        assert_ranked_like_every_match(&conn, "u1", "alpha beta", 10);
+    }
+
+    #[test]
+    fn merging_leaves_fewer_segments_and_the_same_results() {
+        let (_dir, mut conn) = database(&[("u1", zipf_chunks(100, 3))]);
+        // Each batch of new chunks becomes one segment.
+        for batch in 0..6 {
+            let tx = conn.transaction().expect("begin");
+            for (ordinal, text) in zipf_chunks(100, 10 + batch).iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text)
+                     VALUES ('doc-u1', 'u1', ?1, 0, 0, ?2)",
+                    params![ordinal as i64, text],
+                )
+                .expect("chunk");
+            }
+            assert_eq!(index_pending(&tx).expect("index"), 100);
+            tx.commit().expect("commit");
+        }
+        let segments = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(DISTINCT segid) FROM chunks_fts_idx", [], |r| {
+                r.get(0)
+            })
+            .expect("segments")
+        };
+        let before = segments(&conn);
+        let hits_before = search(&conn, "u1", "w3 w17 w60", 20).expect("search");
+        let mut steps = 0;
+        while merge_index_step(&conn, 16).expect("merge") {
+            steps += 1;
+            assert!(steps < 1000, "merging never ends");
+        }
+        assert!(steps > 0);
+        assert!(
+            segments(&conn) < before,
+            "{} segments, {before} before",
+            segments(&conn)
+        );
+        assert_eq!(
+            search(&conn, "u1", "w3 w17 w60", 20).expect("search"),
+            hits_before
+        );
+        // Nothing more to merge.
+        assert!(!merge_index_step(&conn, 16).expect("merge"));
+    }
+
+    #[test]
+    fn search_never_returns_another_users_chunks() {
+        let (_dir, conn) = database(&[("u1", zipf_chunks(500, 1)), ("u2", zipf_chunks(500, 2))]);
+        for text in ["w0 w40", "w1 w2 w120", "w250"] {
+            let hits = search(&conn, "u2", text, 50).expect("search");
+            assert!(!hits.is_empty(), "{text}");
+            assert!(hits.iter().all(|h| h.document_id == "doc-u2"), "{text}");
+        }
+    }
 
     #[test]
     fn stop_words_are_sorted_for_binary_search() {

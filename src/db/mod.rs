@@ -28,6 +28,11 @@ pub use writer::{Publisher, Writer};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections; reads are short, so a few serve many requests.
 const READ_POOL_SIZE: u32 = 8;
+/// Read connections map up to this much of the database file instead of
+/// copying its pages into a private cache with a system call each: search
+/// reads many pages of the full-text index, and the mapping is shared by
+/// every connection (and is page cache the kernel can reclaim).
+const READ_MMAP_BYTES: i64 = 1 << 30;
 
 /// Failures of the storage layer, classified for the HTTP mapping.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +113,10 @@ impl Db {
 
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(move |c| configure(c, sync));
+            .with_init(move |c| {
+                configure(c, sync)?;
+                c.pragma_update(None, "mmap_size", READ_MMAP_BYTES)
+            });
         let pool = r2d2::Pool::builder()
             .max_size(READ_POOL_SIZE)
             .min_idle(Some(1))
