@@ -315,10 +315,34 @@ async fn sweep_periodically(state: AppState) {
             }
             Err(err) => tracing::warn!(error = %err, "periodic sweep failed"),
         }
+        merge_index(&state).await;
         let wal = state.config.data_dir.join("ragd.db-wal");
         state.db.checkpoint_if_larger(&wal, WAL_CHECKPOINT_BYTES).await;
     }
 }
+
+/// Merges search index segments in small steps until none are left to
+/// merge, each step its own write so that other writes go between them.
+async fn merge_index(state: &AppState) {
+    while !state.stopping.is_cancelled() {
+        let step = state
+            .db
+            .write(|tx| db::chunks::merge_index_step(tx, MERGE_STEP_PAGES))
+            .await;
+        match step {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(err) => {
+                tracing::warn!(error = %err, "search index merge failed");
+                break;
+            }
+        }
+    }
+}
+
+/// Leaf pages per index merge step: a few tens of milliseconds of writer
+/// time.
+const MERGE_STEP_PAGES: u32 = 128;
 
 /// The WAL is checkpointed by the sweep once it is larger than this.
 const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;

@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
     include_str!("migrations/002_events_messages.sql"),
     include_str!("migrations/003_documents.sql"),
+    include_str!("migrations/004_batched_index.sql"),
 ];
 
 /// Brings the database to the newest version in one IMMEDIATE transaction.

@@ -201,10 +201,13 @@ fn commit_batch(conn: &Connection, publish: &Publisher, jobs: impl Iterator<Item
             }
         }
     }
-    match conn.execute_batch("COMMIT") {
+    // New chunks enter the search index once per batch (one FTS5 segment),
+    // in the same transaction.
+    let committed =
+        super::chunks::index_pending(conn).and_then(|_| conn.execute_batch("COMMIT").map_err(Error::from));
+    match committed {
         Ok(()) => completions.into_iter().for_each(|c| c(Ok(()))),
         Err(err) => {
-            let err = Error::from(err);
             tracing::error!(error = %err, "commit failed; the batch was rolled back");
             let _ = conn.execute_batch("ROLLBACK");
             completions.into_iter().for_each(|c| c(Err(err.duplicate())));

@@ -235,22 +235,20 @@ impl Worker {
         result
     }
 
-    /// Marks the document ingesting, then swaps in the chunks.
+    /// Marks the document ingesting and swaps in the chunks, in one
+    /// transaction (one commit to wait for, not two): its events still say
+    /// `ingesting`, then `ready`.
     async fn commit(&self, claimed: &Claimed, chunks: Vec<db::jobs::ChunkText>) -> Result<(), Failure> {
-        let db = &self.state.db;
         let now = db::now_ms();
         let c = claimed.clone();
-        match db.write(move |tx| db::jobs::start_ingesting(tx, &c, now)).await {
-            Ok(true) => {}
-            Ok(false) => return Ok(()),
-            Err(err) => return Err(storage_failure(err)),
-        }
-        let c = claimed.clone();
-        let now = db::now_ms();
-        match db.write(move |tx| db::jobs::succeed(tx, &c, &chunks, now)).await {
-            Ok(_) => Ok(()),
-            Err(err) => Err(storage_failure(err)),
-        }
+        let written = self
+            .state
+            .db
+            .write(move |tx| {
+                Ok(db::jobs::start_ingesting(tx, &c, now)? && db::jobs::succeed(tx, &c, &chunks, now)?)
+            })
+            .await;
+        written.map(drop).map_err(storage_failure)
     }
 
     async fn record_failure(&self, claimed: &Claimed, failure: Failure) -> Result<(), db::Error> {
