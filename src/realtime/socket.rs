@@ -11,9 +11,10 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::close;
 use super::hub::{Push, Subscription};
@@ -27,6 +28,12 @@ use crate::error::ApiError;
 const MAX_INBOUND: usize = 4 * 1024;
 /// Stored events read per query while replaying or catching up.
 const REPLAY_PAGE: usize = 500;
+/// Frames already queued for a socket are written together, up to this
+/// many, then flushed with one system call.
+const BURST: usize = 64;
+/// Bytes of frames the socket collects before it writes them out even
+/// without a flush; also the most a burst keeps allocated afterwards.
+const WRITE_BUFFER: usize = 8 * 1024;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -93,10 +100,11 @@ pub async fn handler(
     let epoch = query.epoch.filter(|_| since.is_some());
     Ok(upgrade
         // Small buffers: an idle socket must cost little memory. Outbound
-        // frames are flushed one by one, and a peer that stops reading is
-        // bounded by the write timeout, not by an ever-growing buffer.
+        // frames queued together are written together (see `forward`), and
+        // a peer that stops reading is bounded by the write timeout, not by
+        // an ever-growing buffer.
         .read_buffer_size(MAX_INBOUND)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(4 << 20)
         .max_message_size(MAX_INBOUND)
         .max_frame_size(MAX_INBOUND)
@@ -239,17 +247,34 @@ impl Session {
         let stopping = self.state.stopping.clone();
         loop {
             tokio::select! {
-                pushed = self.subscription.receiver.recv() => match pushed {
-                    Ok(Push::Event { id, text }) => self.deliver(id, text).await?,
-                    Ok(Push::Control { text }) => self.send(Message::Text(text)).await?,
-                    Ok(Push::Close { code, reason }) => return self.close(code, reason).await,
-                    Err(RecvError::Lagged(_)) => {
-                        // Fell behind the in-memory channel: read the rest from the log.
-                        let head = self.head().await?;
-                        self.catch_up(head, Lag::Bounded).await?;
+                pushed = self.subscription.receiver.recv() => {
+                    // Whatever else is queued already goes out with it: one
+                    // flush (one system call) for a burst, not one per frame.
+                    let mut pushed = pushed;
+                    for written in 1.. {
+                        match pushed {
+                            Ok(Push::Event { id, text }) => self.deliver(id, text).await?,
+                            Ok(Push::Control { text }) => self.feed(Message::Text(text)).await?,
+                            Ok(Push::Close { code, reason }) => return self.close(code, reason).await,
+                            Err(RecvError::Lagged(_)) => {
+                                // Fell behind the in-memory channel: read the rest from the log.
+                                let head = self.head().await?;
+                                self.catch_up(head, Lag::Bounded).await?;
+                            }
+                            Err(RecvError::Closed) => {
+                                return self.close(close::SHUTDOWN, "server restart").await;
+                            }
+                        }
+                        pushed = match self.subscription.receiver.try_recv() {
+                            _ if written == BURST => break,
+                            Ok(push) => Ok(push),
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                            Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                        };
                     }
-                    Err(RecvError::Closed) => return self.close(close::SHUTDOWN, "server restart").await,
-                },
+                    self.flush().await?;
+                }
                 inbound = self.socket.recv() => {
                     last_heard = Instant::now();
                     match inbound {
@@ -287,7 +312,7 @@ impl Session {
         }
     }
 
-    /// Sends a live event in order: skips what was sent, fills any gap
+    /// Queues a live event in order: skips what was sent, fills any gap
     /// from the stored log first.
     async fn deliver(&mut self, id: i64, text: Utf8Bytes) -> Result<(), Closed> {
         if id <= self.last_sent {
@@ -296,7 +321,7 @@ impl Session {
         if id > self.last_sent + 1 {
             self.catch_up(id - 1, Lag::Bounded).await?;
         }
-        self.send(Message::Text(text)).await?;
+        self.feed(Message::Text(text)).await?;
         self.last_sent = id;
         Ok(())
     }
@@ -324,8 +349,9 @@ impl Session {
                 return Ok(());
             };
             for event in page {
-                self.send(Message::Text(event.text.into())).await?;
+                self.feed(Message::Text(event.text.into())).await?;
             }
+            self.flush().await?;
             self.last_sent = last;
         }
         Ok(())
@@ -355,9 +381,32 @@ impl Session {
         self.send(Message::Text(value.to_string().into())).await
     }
 
-    /// Writes one frame, or gives up on a peer that cannot take it in time.
+    /// Writes one frame and flushes it.
     async fn send(&mut self, message: Message) -> Result<(), Closed> {
-        match tokio::time::timeout(self.state.config.ws_write_timeout, self.socket.send(message)).await {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queues one frame (written out once the buffer fills or on `flush`).
+    async fn feed(&mut self, message: Message) -> Result<(), Closed> {
+        let timeout = self.state.config.ws_write_timeout;
+        let fed = tokio::time::timeout(timeout, self.socket.feed(message)).await;
+        self.written(fed).await
+    }
+
+    /// Writes out every queued frame.
+    async fn flush(&mut self) -> Result<(), Closed> {
+        let timeout = self.state.config.ws_write_timeout;
+        let flushed = tokio::time::timeout(timeout, self.socket.flush()).await;
+        self.written(flushed).await
+    }
+
+    /// Gives up on a peer that could not take a write in time.
+    async fn written(
+        &mut self,
+        outcome: Result<Result<(), axum::Error>, tokio::time::error::Elapsed>,
+    ) -> Result<(), Closed> {
+        match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Closed),
             Err(_) => {
