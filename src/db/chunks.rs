@@ -435,6 +435,33 @@ mod tests {
     }
 
     #[test]
+    fn chunks_deleted_before_and_after_indexing_leave_a_consistent_index() {
+        let (_dir, mut conn) = database(&[("u1", vec!["kept alpha".to_owned(), "gone beta".to_owned()])]);
+        let tx = conn.transaction().expect("begin");
+        // Written and deleted in one batch: never indexed, nothing to remove.
+        tx.execute(
+            "INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text)
+             VALUES ('doc-u1', 'u1', 9, 0, 0, 'fleeting gamma')",
+            [],
+        )
+        .expect("chunk");
+        tx.execute("DELETE FROM chunks WHERE text = 'fleeting gamma'", [])
+            .expect("delete new");
+        // Indexed in an earlier batch: removed from the index.
+        tx.execute("DELETE FROM chunks WHERE text = 'gone beta'", [])
+            .expect("delete old");
+        assert_eq!(index_pending(&tx).expect("index"), 0);
+        tx.commit().expect("commit");
+        conn.execute(
+            "INSERT INTO chunks_fts (chunks_fts) VALUES ('integrity-check')",
+            [],
+        )
+        .expect("the index matches the chunks");
+        assert_eq!(search(&conn, "u1", "alpha", 5).expect("search").len(), 1);
+        assert!(search(&conn, "u1", "beta gamma", 5).expect("search").is_empty());
+    }
+
+    #[test]
     fn search_never_returns_another_users_chunks() {
         let (_dir, conn) = database(&[("u1", zipf_chunks(500, 1)), ("u2", zipf_chunks(500, 2))]);
         for text in ["w0 w40", "w1 w2 w120", "w250"] {
