@@ -340,9 +340,9 @@ async fn merge_index(state: &AppState) {
     }
 }
 
-/// Leaf pages per index merge step: a few tens of milliseconds of writer
-/// time.
-const MERGE_STEP_PAGES: u32 = 128;
+/// Leaf pages per index merge step: about 10 ms of writer time, which is
+/// the most a merge delays a write queued behind it.
+const MERGE_STEP_PAGES: u32 = 32;
 
 /// The WAL is checkpointed by the sweep once it is larger than this.
 const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;
