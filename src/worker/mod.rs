@@ -78,6 +78,8 @@ pub struct Worker {
     state: AppState,
     child: Option<ParserChild>,
     exe: PathBuf,
+    /// The next job, claimed in the transaction that finished the last one.
+    next: Option<Claimed>,
 }
 
 impl Worker {
@@ -92,6 +94,7 @@ impl Worker {
             state,
             child: None,
             exe,
+            next: None,
         }
     }
 
@@ -134,11 +137,15 @@ impl Worker {
     pub async fn run_once(&mut self) -> Result<Step, db::Error> {
         let now = db::now_ms();
         let lease = millis(self.state.config.job_lease);
-        let claimed = self
-            .state
-            .db
-            .write(move |tx| db::jobs::claim(tx, now, lease))
-            .await?;
+        let claimed = match self.next.take() {
+            Some(claimed) => Some(claimed),
+            None => {
+                self.state
+                    .db
+                    .write(move |tx| db::jobs::claim(tx, now, lease))
+                    .await?
+            }
+        };
         let Some(claimed) = claimed else {
             let due = self.state.db.read(db::jobs::next_due).await?;
             return Ok(Step::Idle(due));
@@ -237,18 +244,28 @@ impl Worker {
 
     /// Marks the document ingesting and swaps in the chunks, in one
     /// transaction (one commit to wait for, not two): its events still say
-    /// `ingesting`, then `ready`.
-    async fn commit(&self, claimed: &Claimed, chunks: Vec<db::jobs::ChunkText>) -> Result<(), Failure> {
+    /// `ingesting`, then `ready`. The same transaction claims this worker's
+    /// next job, so that a queue of small documents costs one commit each.
+    async fn commit(&mut self, claimed: &Claimed, chunks: Vec<db::jobs::ChunkText>) -> Result<(), Failure> {
         let now = db::now_ms();
+        let lease = millis(self.state.config.job_lease);
+        let stopping = self.state.stopping.clone();
         let c = claimed.clone();
         let written = self
             .state
             .db
             .write(move |tx| {
-                Ok(db::jobs::start_ingesting(tx, &c, now)? && db::jobs::succeed(tx, &c, &chunks, now)?)
+                if db::jobs::start_ingesting(tx, &c, now)? {
+                    db::jobs::succeed(tx, &c, &chunks, now)?;
+                }
+                if stopping.is_cancelled() {
+                    return Ok(None);
+                }
+                db::jobs::claim(tx, now, lease)
             })
             .await;
-        written.map(drop).map_err(storage_failure)
+        self.next = written.map_err(storage_failure)?;
+        Ok(())
     }
 
     async fn record_failure(&self, claimed: &Claimed, failure: Failure) -> Result<(), db::Error> {
