@@ -404,3 +404,37 @@ async fn the_jwt_secret_from_the_environment_signs_tokens() {
     assert!(!server.log().contains(secret), "the secret is never logged");
     assert_eq!(server.terminate().await.code(), Some(0));
 }
+
+/// Server memory after a burst of registrations: each Argon2 hash takes
+/// 19 MiB, and glibc used to keep it (about 16 MiB per concurrent login,
+/// for good) until the server fixed its mmap threshold at start-up.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_registrations_does_not_keep_the_hashing_memory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    let registrations = (0..16).map(|n| {
+        let response = client
+            .post(server.url("/api/auth/register"))
+            .json(&json!({"email": format!("burst{n}@example.com"), "password": PASSWORD}))
+            .send();
+        async move { response.await.expect("register").status() }
+    });
+    for status in futures_util::future::join_all(registrations).await {
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let pid = server.child.id().expect("the server runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read its status");
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    // 16 hashes x 19 MiB kept would be about 270 MiB.
+    assert!(
+        rss_kib < 96 * 1024,
+        "server RSS after 16 registrations: {rss_kib} KiB"
+    );
+    assert_eq!(server.terminate().await.code(), Some(0));
+}
