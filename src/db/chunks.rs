@@ -153,7 +153,7 @@ pub fn search(conn: &Connection, user_id: &str, text: &str, limit: usize) -> Res
     };
     ranked
         .into_iter()
-        .map(|(rowid, score)| hit(&tx, &all, rowid, score))
+        .map(|(rowid, score)| hit(&tx, &terms, rowid, score))
         .collect()
 }
 
@@ -239,26 +239,21 @@ fn rank_by_rare_terms(
 
 /// The API item of one ranked chunk: its document, and a snippet around
 /// the query's terms.
-fn hit(conn: &Connection, expr: &str, rowid: i64, score: f64) -> Result<Hit> {
-    let snippet: String = conn
-        .prepare_cached(
-            "SELECT snippet(chunks_fts, 0, '', '', '…', 24) FROM chunks_fts
-             WHERE chunks_fts MATCH ?1 AND rowid = ?2",
-        )?
-        .query_row(params![expr, rowid], |r| r.get(0))?;
+fn hit(conn: &Connection, terms: &[String], rowid: i64, score: f64) -> Result<Hit> {
     let hit = conn
         .prepare_cached(
             "SELECT c.document_id, d.filename, c.text
              FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.rowid = ?1",
         )?
         .query_row(params![rowid], |r| {
+            let text: String = r.get(2)?;
             Ok(Hit {
                 document_id: r.get(0)?,
                 filename: r.get(1)?,
                 chunk_id: rowid.to_string(),
-                snippet: snippet.clone(),
+                snippet: super::snippet::snippet(&text, terms),
                 score,
-                text: r.get(2)?,
+                text,
             })
         })?;
     Ok(hit)

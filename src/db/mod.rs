@@ -11,6 +11,7 @@ pub mod events;
 pub mod idempotency;
 pub mod jobs;
 pub mod messages;
+mod snippet;
 pub mod users;
 
 use std::ops::Deref;
