@@ -45,10 +45,10 @@ pub struct NewDocument {
     pub sha256: String,
 }
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, filename, content_type, size_bytes, sha256, status, error, chunk_count, created_at, updated_at";
 
-fn document(row: &Row<'_>) -> rusqlite::Result<(Document, ListKey)> {
+pub(super) fn document(row: &Row<'_>) -> rusqlite::Result<(Document, ListKey)> {
     let id: String = row.get(0)?;
     let created_at: i64 = row.get(8)?;
     Ok((

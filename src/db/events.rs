@@ -1,6 +1,9 @@
 //! The transactional outbox: every observable change appends its event in
 //! the same transaction, with the next id of the user's gap-free sequence.
 
+use std::collections::HashMap;
+use std::fmt::Write;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use tracing::instrument;
@@ -16,12 +19,13 @@ pub struct EventFrame {
     pub text: String,
 }
 
-fn envelope(id: i64, kind: &str, created_at: i64, data: &str) -> String {
+/// `ts` is the event's `created_at` as `format_ms` writes it.
+fn envelope(id: i64, kind: &str, ts: &str, data: &str) -> String {
+    // Sized up front: a bulk change builds hundreds of thousands of frames.
+    let mut text = String::with_capacity(data.len() + kind.len() + ts.len() + 64);
     // `kind` is one of our static ASCII type names; `ts` is ASCII too.
-    format!(
-        r#"{{"id":{id},"type":"{kind}","ts":"{}","data":{data}}}"#,
-        format_ms(created_at)
-    )
+    let _ = write!(text, r#"{{"id":{id},"type":"{kind}","ts":"{ts}","data":{data}}}"#);
+    text
 }
 
 /// What an event is about: the object, and the conversation it lives in
@@ -29,6 +33,35 @@ fn envelope(id: i64, kind: &str, created_at: i64, data: &str) -> String {
 pub struct Subject<'a> {
     pub id: &'a str,
     pub conversation_id: Option<&'a str>,
+}
+
+/// An event about to be appended: its data serialized, its id not yet taken.
+pub struct NewEvent<'a> {
+    pub user_id: &'a str,
+    pub kind: &'static str,
+    pub subject: Subject<'a>,
+    /// The `data` JSON text.
+    pub data: String,
+}
+
+impl<'a> NewEvent<'a> {
+    pub fn new(
+        user_id: &'a str,
+        kind: &'static str,
+        subject: Subject<'a>,
+        data: &impl Serialize,
+    ) -> Result<NewEvent<'a>> {
+        // Room for a typical object, so most need no reallocation.
+        let mut json = Vec::with_capacity(512);
+        serde_json::to_writer(&mut json, data).map_err(|e| Error::Other(format!("event data: {e}")))?;
+        let data = String::from_utf8(json).map_err(|e| Error::Other(format!("event data: {e}")))?;
+        Ok(NewEvent {
+            user_id,
+            kind,
+            subject,
+            data,
+        })
+    }
 }
 
 /// Appends an event for `user_id` inside the caller's transaction and
@@ -42,28 +75,60 @@ pub fn append(
     data: &impl Serialize,
     now: i64,
 ) -> Result<EventFrame> {
-    let data = serde_json::to_string(data).map_err(|e| Error::Other(format!("event data: {e}")))?;
-    let id: i64 = conn
-        .prepare_cached("UPDATE users SET event_seq = event_seq + 1 WHERE id = ?1 RETURNING event_seq")?
-        .query_row([user_id], |r| r.get(0))?;
-    conn.prepare_cached(
+    let event = NewEvent::new(user_id, kind, subject, data)?;
+    let mut frames = append_all(conn, vec![event], now)?;
+    frames
+        .pop()
+        .ok_or_else(|| Error::Other("an appended event has no frame".into()))
+}
+
+/// Appends the events in order inside the caller's transaction and returns
+/// their frames. Each user's ids are taken in one step (a bulk change such
+/// as the start-up sweep emits hundreds of thousands of events), still
+/// gap-free and in the order of `events`.
+#[instrument(skip_all, fields(count = events.len()))]
+pub fn append_all(conn: &Connection, events: Vec<NewEvent<'_>>, now: i64) -> Result<Vec<EventFrame>> {
+    // How many ids each user needs; once they are taken, the next one to give.
+    let mut next_id: HashMap<&str, i64> = HashMap::new();
+    for event in &events {
+        *next_id.entry(event.user_id).or_default() += 1;
+    }
+    let mut take =
+        conn.prepare_cached("UPDATE users SET event_seq = event_seq + ?2 WHERE id = ?1 RETURNING event_seq")?;
+    for (user_id, next) in &mut next_id {
+        let count = *next;
+        let last: i64 = take.query_row(params![user_id, count], |r| r.get(0))?;
+        *next = last - count + 1;
+    }
+    let mut insert = conn.prepare_cached(
         "INSERT INTO events (user_id, id, type, subject_id, conversation_id, data, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        user_id,
-        id,
-        kind,
-        subject.id,
-        subject.conversation_id,
-        data,
-        now
-    ])?;
-    Ok(EventFrame {
-        user_id: user_id.to_owned(),
-        id,
-        text: envelope(id, kind, now, &data),
-    })
+    )?;
+    let ts = format_ms(now);
+    let mut frames = Vec::with_capacity(events.len());
+    // Consumed one by one, so each data text is freed once its frame holds it.
+    for event in events {
+        let next = next_id
+            .get_mut(event.user_id)
+            .ok_or_else(|| Error::Other("an event's user has no ids".into()))?;
+        let id = *next;
+        *next += 1;
+        insert.execute(params![
+            event.user_id,
+            id,
+            event.kind,
+            event.subject.id,
+            event.subject.conversation_id,
+            event.data,
+            now
+        ])?;
+        frames.push(EventFrame {
+            user_id: event.user_id.to_owned(),
+            id,
+            text: envelope(id, event.kind, &ts, &event.data),
+        });
+    }
+    Ok(frames)
 }
 
 /// The user's latest event id (0 when none).
@@ -105,7 +170,7 @@ pub fn range(
         Ok(EventFrame {
             user_id: user_id.to_owned(),
             id,
-            text: envelope(id, &kind, r.get(3)?, &data),
+            text: envelope(id, &kind, &format_ms(r.get(3)?), &data),
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -149,4 +214,45 @@ pub fn prune(conn: &Connection, before_ms: i64, keep_last: i64) -> Result<usize>
            AND id <= (SELECT event_seq FROM users WHERE users.id = events.user_id) - ?2",
         params![before_ms, keep_last],
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{migrate, new_id};
+
+    #[test]
+    fn bulk_appends_keep_each_users_ids_gap_free_and_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
+        migrate::run(&mut conn).expect("migrate");
+        let users = [new_id(), new_id()];
+        for u in &users {
+            conn.execute(
+                "INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?1, 'x', 0)",
+                [u],
+            )
+            .expect("user");
+        }
+        let subject = |id| Subject {
+            id,
+            conversation_id: None,
+        };
+        append(&conn, &users[1], "a", subject("s0"), &0, 1).expect("append");
+        let events = (1..=5)
+            .map(|n| NewEvent::new(&users[n % 2], "b", subject("s"), &n).expect("event"))
+            .collect();
+        let frames = append_all(&conn, events, 2).expect("append_all");
+        let seen: Vec<(&str, i64)> = frames.iter().map(|f| (f.user_id.as_str(), f.id)).collect();
+        let (u0, u1) = (users[0].as_str(), users[1].as_str());
+        assert_eq!(seen, [(u1, 2), (u0, 1), (u1, 3), (u0, 2), (u1, 4)]);
+        assert_eq!(
+            frames[1].text,
+            r#"{"id":1,"type":"b","ts":"1970-01-01T00:00:00.002Z","data":2}"#
+        );
+        assert_eq!(head(&conn, u1).expect("head"), 4);
+        let stored = range(&conn, u1, 0, 4, 10).expect("range");
+        let stored: Vec<&str> = stored.iter().map(|f| f.text.as_str()).collect();
+        assert_eq!(stored[1..], [&frames[0].text, &frames[2].text, &frames[4].text]);
+    }
 }

@@ -3,12 +3,15 @@
 //! `WHERE id = ? AND status = 'running' AND attempt = ?`, and every change
 //! commits with its events.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, Row, named_params, params};
 use serde::Serialize;
 use tracing::instrument;
 
-use super::documents::{self, emit_status};
-use super::{Result, Tx, format_ms};
+use super::documents::{self, Document, emit_status};
+use super::events::{NewEvent, Subject};
+use super::{Error, Result, Tx, format_ms};
 
 pub const STATUS_UPDATED: &str = "job.status_updated";
 
@@ -77,19 +80,22 @@ fn job(row: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+/// An attempt from `n, started_at, finished_at, error` at column `first`.
+fn attempt(row: &Row<'_>, first: usize) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        n: row.get(first)?,
+        started_at: format_ms(row.get(first + 1)?),
+        finished_at: row.get::<_, Option<i64>>(first + 2)?.map(format_ms),
+        error: row.get(first + 3)?,
+    })
+}
+
 fn with_attempts(conn: &Connection, mut job: Job) -> Result<Job> {
     job.attempts = conn
         .prepare_cached(
             "SELECT n, started_at, finished_at, error FROM job_attempts WHERE job_id = ?1 ORDER BY n",
         )?
-        .query_map([&job.id], |r| {
-            Ok(Attempt {
-                n: r.get(0)?,
-                started_at: format_ms(r.get(1)?),
-                finished_at: r.get::<_, Option<i64>>(2)?.map(format_ms),
-                error: r.get(3)?,
-            })
-        })?
+        .query_map([&job.id], |r| attempt(r, 0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(job)
 }
@@ -102,13 +108,18 @@ pub fn get(conn: &Connection, id: &str) -> Result<Job> {
     with_attempts(conn, job)
 }
 
+/// Events about a job are grouped under its document, so deleting the
+/// document rewrites them too.
+fn subject(job: &Job) -> Subject<'_> {
+    Subject {
+        id: &job.id,
+        conversation_id: Some(&job.document_id),
+    }
+}
+
 fn emit_job(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<Job> {
     let job = get(tx, id)?;
-    let subject = super::events::Subject {
-        id,
-        conversation_id: Some(&job.document_id),
-    };
-    tx.emit(user_id, STATUS_UPDATED, subject, &job, now)?;
+    tx.emit(user_id, STATUS_UPDATED, subject(&job), &job, now)?;
     Ok(job)
 }
 
@@ -369,55 +380,313 @@ pub enum Rescue {
     Shutdown,
 }
 
+/// The running jobs a rescue takes (all, or with `:expired_only` those whose
+/// lease ended before `:now`), and whether the interruption, costing
+/// `:cost` retries, leaves each without a retry (`failed`). Every statement
+/// of `rescue` starts with it.
+const RESCUED: &str = "rescued AS (
+    SELECT rowid AS job, id, document_id, attempt, retry_count + :cost > max_retries AS failed
+    FROM jobs WHERE status = 'running' AND (NOT :expired_only OR lease_until < :now))";
+
+/// Rescued jobs whose events are appended together.
+const EMIT_SLICE: usize = 1000;
+
+/// The error of a job (and its document) interrupted once too often.
+const OUT_OF_RETRIES: &str = "interrupted: the job was interrupted more often than it may be retried";
+
 /// Closes the open attempt of running jobs with "interrupted" and requeues
-/// them (`retry_count + 1`, or failed when out of retries), with events.
+/// them (`retry_count + 1`, or failed when out of retries), with events:
+/// per job its document's `document.status_updated`, then its
+/// `job.status_updated`, in job order. Set-based, since the start-up sweep
+/// may find a crashed server's whole queue running.
 #[instrument(skip_all)]
 pub fn rescue(tx: &mut Tx<'_>, which: Rescue, now: i64) -> Result<usize> {
-    let rows: Vec<(Claimed, i64, i64)> = tx
-        .prepare_cached(
-            "SELECT id, document_id, user_id, attempt, retry_count, max_retries FROM jobs
-             WHERE status = 'running' AND (?1 = 0 OR lease_until < ?2)",
-        )?
-        .query_map(params![i64::from(which == Rescue::Expired), now], |r| {
-            Ok((
-                Claimed {
-                    job_id: r.get(0)?,
-                    document_id: r.get(1)?,
-                    user_id: r.get(2)?,
-                    attempt: r.get(3)?,
-                    kind: String::new(),
-                },
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    for (claimed, retry_count, max_retries) in &rows {
-        close_attempt(tx, claimed, Some("interrupted"), now)?;
-        let cost = i64::from(which != Rescue::Shutdown);
-        if retry_count + cost > *max_retries {
-            let error = "interrupted: the job was interrupted more often than it may be retried";
-            tx.execute(
-                "UPDATE jobs SET status = 'failed', last_error = ?2, lease_until = NULL, updated_at = ?3 WHERE id = ?1",
-                params![claimed.job_id, error, now],
-            )?;
-            set_document(
-                tx,
-                &claimed.user_id,
-                &claimed.document_id,
-                "failed",
-                Some(error),
-                now,
-            )?;
-        } else {
-            tx.execute(
-                "UPDATE jobs SET status = 'queued', retry_count = retry_count + ?2, last_error = 'interrupted',
-                 run_after = ?3, lease_until = NULL, updated_at = ?3 WHERE id = ?1",
-                params![claimed.job_id, cost, now],
-            )?;
-            set_document(tx, &claimed.user_id, &claimed.document_id, "queued", None, now)?;
-        }
-        emit_job(tx, &claimed.user_id, &claimed.job_id, now)?;
+    let scope = Scope {
+        expired_only: which == Rescue::Expired,
+        cost: i64::from(which != Rescue::Shutdown),
+        now,
+    };
+    // The jobs go last: updating them takes them out of `RESCUED`.
+    let mut attempts = close_attempts(tx, &scope)?;
+    let documents = requeue_documents(tx, &scope)?;
+    let mut jobs = requeue_jobs(tx, &scope)?;
+    for (_, job) in &mut jobs {
+        job.attempts = attempts.remove(&job.id).unwrap_or_default();
     }
-    Ok(rows.len())
+
+    // RETURNING has no order: emit in job (creation) order, a slice at a
+    // time, so that besides the frames only one slice's jobs and serialized
+    // data are held.
+    jobs.sort_unstable_by(|(_, a), (_, b)| a.id.cmp(&b.id));
+    let count = jobs.len();
+    let mut jobs = jobs.into_iter();
+    loop {
+        let slice: Vec<(String, Job)> = jobs.by_ref().take(EMIT_SLICE).collect();
+        if slice.is_empty() {
+            break;
+        }
+        let mut events = Vec::with_capacity(2 * slice.len());
+        for (user_id, job) in &slice {
+            let doc = documents.get(&job.document_id).ok_or(Error::NotFound)?;
+            events.push(NewEvent::new(
+                user_id,
+                documents::STATUS_UPDATED,
+                documents::subject(&doc.id),
+                doc,
+            )?);
+            events.push(NewEvent::new(user_id, STATUS_UPDATED, subject(job), job)?);
+        }
+        tx.emit_all(events, now)?;
+    }
+    Ok(count)
+}
+
+/// The parameters of `RESCUED`.
+struct Scope {
+    expired_only: bool,
+    cost: i64,
+    now: i64,
+}
+
+/// Closes the rescued jobs' open attempts; returns all their attempts.
+#[instrument(skip_all)]
+fn close_attempts(conn: &Connection, scope: &Scope) -> Result<HashMap<String, Vec<Attempt>>> {
+    conn.prepare_cached(&format!(
+        "WITH {RESCUED}
+         UPDATE job_attempts SET finished_at = :now, error = 'interrupted'
+         FROM rescued WHERE job_attempts.job_id = rescued.id AND job_attempts.n = rescued.attempt"
+    ))?
+    .execute(named_params! {
+        ":expired_only": scope.expired_only,
+        ":now": scope.now,
+        ":cost": scope.cost,
+    })?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "WITH {RESCUED}
+         SELECT a.job_id, a.n, a.started_at, a.finished_at, a.error
+         FROM rescued JOIN job_attempts AS a ON a.job_id = rescued.id ORDER BY a.job_id, a.n"
+    ))?;
+    let mut rows = stmt.query(named_params! {
+        ":expired_only": scope.expired_only,
+        ":now": scope.now,
+        ":cost": scope.cost,
+    })?;
+    let mut attempts: HashMap<String, Vec<Attempt>> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        attempts.entry(row.get(0)?).or_default().push(attempt(row, 1)?);
+    }
+    Ok(attempts)
+}
+
+/// Moves the rescued jobs' documents to `queued` (or `failed`); returns
+/// them by id.
+#[instrument(skip_all)]
+fn requeue_documents(conn: &Connection, scope: &Scope) -> Result<HashMap<String, Document>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "WITH {RESCUED}
+             UPDATE documents SET status = iif(rescued.failed, 'failed', 'queued'),
+                 error = iif(rescued.failed, :error, NULL), updated_at = :now
+             FROM rescued WHERE documents.id = rescued.document_id
+             RETURNING {}",
+            documents::COLUMNS
+        ))?
+        .query_map(
+            named_params! {
+                ":expired_only": scope.expired_only,
+                ":now": scope.now,
+                ":cost": scope.cost,
+                ":error": OUT_OF_RETRIES,
+            },
+            |row| documents::document(row).map(|(doc, _)| (doc.id.clone(), doc)),
+        )?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Requeues (or fails) the rescued jobs; returns them (without attempts)
+/// with their users.
+#[instrument(skip_all)]
+fn requeue_jobs(conn: &Connection, scope: &Scope) -> Result<Vec<(String, Job)>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "WITH {RESCUED}
+             UPDATE jobs SET status = iif(rescued.failed, 'failed', 'queued'),
+                 retry_count = retry_count + iif(rescued.failed, 0, :cost),
+                 last_error = iif(rescued.failed, :error, 'interrupted'),
+                 run_after = iif(rescued.failed, run_after, :now),
+                 lease_until = NULL, updated_at = :now
+             FROM rescued WHERE jobs.rowid = rescued.job
+             RETURNING {COLUMNS}, user_id"
+        ))?
+        .query_map(
+            named_params! {
+                ":expired_only": scope.expired_only,
+                ":now": scope.now,
+                ":cost": scope.cost,
+                ":error": OUT_OF_RETRIES,
+            },
+            |row| Ok((row.get::<_, String>(9)?, job(row)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::db::{migrate, new_id};
+
+    fn open() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
+        conn.pragma_update(None, "foreign_keys", "ON").expect("pragma");
+        migrate::run(&mut conn).expect("migrate");
+        (dir, conn)
+    }
+
+    fn user(conn: &Connection) -> String {
+        let id = new_id();
+        conn.execute(
+            "INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?1, 'x', 0)",
+            [&id],
+        )
+        .expect("user");
+        id
+    }
+
+    /// A job of `user` in `status` with attempt 1 (open when running) and
+    /// its document; returns the job id.
+    fn job_in(conn: &Connection, user: &str, status: &str, retry_count: i64, lease_until: i64) -> String {
+        let (doc, job) = (new_id(), new_id());
+        let doc_status = if status == "running" { "parsing" } else { "queued" };
+        conn.execute(
+            "INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256, status, created_at, updated_at)
+             VALUES (?1, ?2, 'a.txt', 'text/plain', 'txt', 1, 'x', ?3, 0, 0)",
+            params![doc, user, doc_status],
+        )
+        .expect("document");
+        conn.execute(
+            "INSERT INTO jobs (id, document_id, user_id, status, attempt, retry_count, max_retries, run_after, lease_until, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, 3, 0, ?6, 0, 0)",
+            params![job, doc, user, status, retry_count, lease_until],
+        )
+        .expect("job");
+        conn.execute(
+            "INSERT INTO job_attempts (job_id, n, started_at) VALUES (?1, 1, 0)",
+            [&job],
+        )
+        .expect("attempt");
+        job
+    }
+
+    /// Runs `rescue` in a transaction; returns the count and the frames.
+    fn run_rescue(conn: &Connection, which: Rescue, now: i64) -> (usize, Vec<Value>) {
+        let mut tx = Tx {
+            conn,
+            events: Vec::new(),
+            after_commit: Vec::new(),
+        };
+        let count = rescue(&mut tx, which, now).expect("rescue");
+        let frames = tx
+            .events
+            .iter()
+            .map(|f| serde_json::from_str(&f.text).expect("frame JSON"))
+            .collect();
+        (count, frames)
+    }
+
+    /// What each rescued job must emit: its document, then itself, as
+    /// stored after the rescue.
+    fn expected_events(conn: &Connection, user: &str, jobs: &[&str]) -> Vec<(String, Value)> {
+        jobs.iter()
+            .flat_map(|id| {
+                let job = get(conn, id).expect("job");
+                let doc = documents::get(conn, user, &job.document_id).expect("document");
+                [
+                    (documents::STATUS_UPDATED.to_owned(), json!(doc)),
+                    (STATUS_UPDATED.to_owned(), json!(job)),
+                ]
+            })
+            .collect()
+    }
+
+    fn kinds_and_data(frames: &[Value]) -> Vec<(String, Value)> {
+        frames
+            .iter()
+            .map(|f| {
+                (
+                    f["type"].as_str().unwrap_or_default().to_owned(),
+                    f["data"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rescue_at_start_up_requeues_or_fails_every_running_job_with_its_events() {
+        let (_dir, conn) = open();
+        let u = user(&conn);
+        let retry = job_in(&conn, &u, "running", 0, 10_000);
+        let out_of_retries = job_in(&conn, &u, "running", 3, 10_000);
+        let queued = job_in(&conn, &u, "queued", 0, 0);
+
+        let (count, frames) = run_rescue(&conn, Rescue::All, 5_000);
+
+        assert_eq!(count, 2);
+        let requeued = get(&conn, &retry).expect("job");
+        assert_eq!(requeued.status, "queued");
+        assert_eq!(requeued.retry_count, 1);
+        assert_eq!(requeued.last_error.as_deref(), Some("interrupted"));
+        assert_eq!(requeued.run_after, format_ms(5_000));
+        assert_eq!(requeued.attempts[0].finished_at, Some(format_ms(5_000)));
+        assert_eq!(requeued.attempts[0].error.as_deref(), Some("interrupted"));
+        let failed = get(&conn, &out_of_retries).expect("job");
+        assert_eq!(failed.status, "failed");
+        assert_eq!(failed.retry_count, 3);
+        assert_eq!(failed.last_error.as_deref(), Some(OUT_OF_RETRIES));
+        assert_eq!(failed.run_after, format_ms(0));
+        let doc = documents::get(&conn, &u, &failed.document_id).expect("document");
+        assert_eq!(
+            (doc.status.as_str(), doc.error.as_deref()),
+            ("failed", Some(OUT_OF_RETRIES))
+        );
+        assert_eq!(get(&conn, &queued).expect("job").updated_at, format_ms(0));
+
+        assert_eq!(
+            kinds_and_data(&frames),
+            expected_events(&conn, &u, &[&retry, &out_of_retries])
+        );
+        let ids: Vec<i64> = frames.iter().map(|f| f["id"].as_i64().unwrap_or(0)).collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
+        assert!(frames.iter().all(|f| f["ts"] == json!(format_ms(5_000))));
+    }
+
+    #[test]
+    fn rescue_while_serving_takes_only_expired_leases_and_at_shutdown_costs_no_retry() {
+        let (_dir, conn) = open();
+        let u = user(&conn);
+        let expired = job_in(&conn, &u, "running", 3, 4_000);
+        let held = job_in(&conn, &u, "running", 0, 6_000);
+
+        let (count, frames) = run_rescue(&conn, Rescue::Expired, 5_000);
+        assert_eq!(count, 1);
+        assert_eq!(get(&conn, &expired).expect("job").status, "failed");
+        assert_eq!(get(&conn, &held).expect("job").status, "running");
+        assert_eq!(kinds_and_data(&frames), expected_events(&conn, &u, &[&expired]));
+
+        let last_retry = job_in(&conn, &u, "running", 3, 10_000);
+        let (count, frames) = run_rescue(&conn, Rescue::Shutdown, 7_000);
+        assert_eq!(count, 2);
+        for id in [&held, &last_retry] {
+            let job = get(&conn, id).expect("job");
+            assert_eq!(job.status, "queued", "{id}");
+            assert_eq!(job.retry_count, if *id == held { 0 } else { 3 }, "{id}");
+        }
+        let mut in_order = [held.as_str(), last_retry.as_str()];
+        in_order.sort_unstable();
+        assert_eq!(kinds_and_data(&frames), expected_events(&conn, &u, &in_order));
+        let ids: Vec<i64> = frames.iter().map(|f| f["id"].as_i64().unwrap_or(0)).collect();
+        assert_eq!(ids, [3, 4, 5, 6], "the user's sequence continues without a gap");
+    }
 }

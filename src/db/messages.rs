@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use tracing::instrument;
 
-use super::events::Subject;
+use super::events::{NewEvent, Subject};
 use super::{Error, Result, Tx, format_ms};
 use crate::rag::Source;
 
@@ -440,15 +440,25 @@ pub fn list(
 /// partial content, with its event. Returns how many were fixed.
 #[instrument(skip_all)]
 pub fn interrupt_unfinished(tx: &mut Tx<'_>, now: i64) -> Result<usize> {
-    let rows = tx
+    let mut rows = tx
         .prepare_cached(&format!(
             "UPDATE messages SET status = 'error', error = 'interrupted', updated_at = ?1
              WHERE status IN ('pending', 'streaming') RETURNING {COLUMNS}"
         ))?
         .query_map([now], message)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    for row in &rows {
-        emit(tx, STATUS_UPDATED, &row.user_id, &row.message, now)?;
-    }
+    // RETURNING has no order: emit in creation order.
+    rows.sort_unstable_by(|a, b| (a.key.created_at, &a.key.id).cmp(&(b.key.created_at, &b.key.id)));
+    let events = rows
+        .iter()
+        .map(|row| {
+            let subject = Subject {
+                id: &row.message.id,
+                conversation_id: Some(&row.message.conversation_id),
+            };
+            NewEvent::new(&row.user_id, STATUS_UPDATED, subject, &row.message)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    tx.emit_all(events, now)?;
     Ok(rows.len())
 }

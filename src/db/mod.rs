@@ -220,6 +220,14 @@ impl Tx<'_> {
         self.events.push(frame);
         Ok(())
     }
+
+    /// Appends many events, in order, to their users' logs in this
+    /// transaction (one statement per user for the ids: for bulk changes).
+    pub fn emit_all(&mut self, events: Vec<events::NewEvent<'_>>, now: i64) -> Result<()> {
+        let frames = events::append_all(self.conn, events, now)?;
+        self.events.extend(frames);
+        Ok(())
+    }
 }
 
 /// Pragmas every connection needs (ARCHITECTURE.md: WAL, FKs, busy timeout,

@@ -2,12 +2,16 @@
 //! writes queued meanwhile in one transaction (group commit), so one fsync
 //! serves many requests. Each write runs in its own savepoint, so a failing
 //! write rolls back alone and the others in its batch still commit.
+//! The WAL is checkpointed between batches, once their writers were answered.
 
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
+use rusqlite::hooks::Wal;
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::EventFrame;
@@ -21,6 +25,24 @@ pub type Publisher = Arc<dyn Fn(Vec<EventFrame>) + Send + Sync>;
 const MAX_BATCH: usize = 256;
 /// Queued writes before `submit` waits (back-pressure instead of growth).
 const QUEUE_DEPTH: usize = 4096;
+
+/// WAL frames (pages) after which the writer checkpoints: SQLite's own
+/// automatic checkpoint threshold.
+const CHECKPOINT_FRAMES: c_int = 1000;
+
+thread_local! {
+    /// Frames in the WAL after the last commit on this (the writer) thread.
+    static WAL_FRAMES: Cell<c_int> = const { Cell::new(0) };
+}
+
+/// The write connection's WAL hook. Setting it turns off SQLite's automatic
+/// checkpoint, which would run inside COMMIT and so delay the answers to
+/// the batch's writes (by seconds after a bulk change such as the start-up
+/// sweep); the writer checkpoints after answering instead.
+fn note_wal_frames(_: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.set(frames);
+    Ok(())
+}
 
 /// Called once the batch that holds a write has committed (`Ok`) or failed.
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
@@ -135,6 +157,7 @@ impl Writer {
 }
 
 fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
+    conn.wal_hook(Some(note_wal_frames));
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     loop {
         let mut stop = false;
@@ -155,7 +178,13 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
         if !batch.is_empty() {
             commit_batch(&conn, &publish, batch.drain(..));
         }
-        if checkpoint && let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        // An asked-for checkpoint also truncates the WAL; the automatic one
+        // copies it back into the database, like SQLite's own would.
+        let grown = WAL_FRAMES.replace(0) >= CHECKPOINT_FRAMES;
+        let mode = if checkpoint { "TRUNCATE" } else { "PASSIVE" };
+        if (checkpoint || grown)
+            && let Err(err) = conn.execute_batch(&format!("PRAGMA wal_checkpoint({mode})"))
+        {
             tracing::warn!(error = %err, "WAL checkpoint failed");
         }
         if stop {
