@@ -30,6 +30,9 @@ pub enum Command {
         memory_bytes: u64,
         #[arg(long)]
         cpu_seconds: u64,
+        /// The server's pid, to exit when it is gone.
+        #[arg(long)]
+        parent_pid: Option<u32>,
     },
 }
 
@@ -42,9 +45,11 @@ impl Cli {
             Some(Command::Parse {
                 memory_bytes,
                 cpu_seconds,
+                parent_pid,
             }) => Err(crate::worker::child_main::ChildLimits {
                 memory_bytes,
                 cpu_seconds,
+                parent_pid,
             }),
             None => Ok(self.serve),
         }

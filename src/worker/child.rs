@@ -27,6 +27,7 @@ impl ParserChild {
             .arg(limits.memory_bytes.to_string())
             .arg("--cpu-seconds")
             .arg(limits.cpu_seconds.to_string())
+            .args(limits.parent_pid.map(|pid| format!("--parent-pid={pid}")))
             .env_remove("RAGD_JWT_SECRET")
             .env_remove("RAGD_LLM_API_KEY")
             .stdin(Stdio::piped())

@@ -18,6 +18,9 @@ use crate::ingest::{self, Kind, ParseError};
 pub struct ChildLimits {
     pub memory_bytes: u64,
     pub cpu_seconds: u64,
+    /// The server that started this process (it passes its pid: by the
+    /// time the child looks, the server may already be gone).
+    pub parent_pid: Option<u32>,
 }
 
 pub fn run(limits: ChildLimits) -> ExitCode {
@@ -28,7 +31,7 @@ pub fn run(limits: ChildLimits) -> ExitCode {
     // The parent logs what matters; a parser's panic message would only be
     // noise on the server's stderr.
     std::panic::set_hook(Box::new(|_| {}));
-    watch_parent();
+    watch_parent(limits.parent_pid);
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lock().lines() {
@@ -51,8 +54,8 @@ pub fn run(limits: ChildLimits) -> ExitCode {
 /// Exits when the server that started this process is gone, even in the
 /// middle of a file: a parser stuck in a loop never reads stdin again, so
 /// stdin closing alone cannot stop it.
-fn watch_parent() {
-    let parent = std::os::unix::process::parent_id();
+fn watch_parent(expected: Option<u32>) {
+    let parent = expected.unwrap_or_else(std::os::unix::process::parent_id);
     let _ = std::thread::Builder::new()
         .name("parent-watch".into())
         .spawn(move || {

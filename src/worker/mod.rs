@@ -211,6 +211,7 @@ impl Worker {
         let limits = ChildLimits {
             memory_bytes: self.state.config.parse_memory_mb.saturating_mul(1 << 20),
             cpu_seconds: self.state.config.job_timeout.as_secs().saturating_mul(2).max(60),
+            parent_pid: Some(std::process::id()),
         };
         if self
             .child
