@@ -141,11 +141,11 @@ async fn bodies_above_one_mib_are_413() {
     let too_large = wrap(ONE_MIB + 1);
     assert_eq!(too_large.len(), ONE_MIB + 1);
     let response = app
-        .send_raw(
+        .send_refused_early(
             Method::POST,
             "/api/conversations",
             Some(&token),
-            Some("application/json"),
+            "application/json",
             too_large,
         )
         .await;
@@ -156,13 +156,7 @@ async fn bodies_above_one_mib_are_413() {
         "p".repeat(2 * ONE_MIB)
     );
     let response = app
-        .send_raw(
-            Method::POST,
-            "/api/auth/register",
-            None,
-            Some("application/json"),
-            huge,
-        )
+        .send_refused_early(Method::POST, "/api/auth/register", None, "application/json", huge)
         .await;
     response.expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 

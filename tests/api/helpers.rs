@@ -302,6 +302,38 @@ impl TestApp {
         send(builder).await
     }
 
+    /// `send_raw` for a body the server refuses from its Content-Length,
+    /// before reading it. The server answers and closes without draining
+    /// the rest (no lingering close), so a client still writing can see the
+    /// connection reset before it reads the answer; such attempts are
+    /// retried, and the answer is what the caller checks.
+    pub async fn send_refused_early(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: String,
+    ) -> TestResponse {
+        let mut resets = Vec::new();
+        for _ in 0..5 {
+            let mut builder = self
+                .client
+                .request(method.clone(), self.url(path))
+                .header("content-type", content_type)
+                .body(body.clone());
+            if let Some(token) = token {
+                builder = builder.bearer_auth(token);
+            }
+            match try_send(builder).await {
+                Ok(response) => return response,
+                Err(err) if err.is_request() => resets.push(err),
+                Err(err) => panic!("unexpected client error: {err}"),
+            }
+        }
+        panic!("every attempt was reset before the answer: {resets:?}")
+    }
+
     /// GET with a raw `Authorization` header value.
     pub async fn get_with_authorization(&self, path: &str, authorization: &str) -> TestResponse {
         send(
@@ -390,17 +422,21 @@ fn config_for(dir: &Path, extra: &[String]) -> ragd::Config {
 }
 
 async fn send(builder: reqwest::RequestBuilder) -> TestResponse {
-    let response = builder.send().await.expect("the request reaches the server");
+    try_send(builder).await.expect("the request reaches the server")
+}
+
+async fn try_send(builder: reqwest::RequestBuilder) -> Result<TestResponse, reqwest::Error> {
+    let response = builder.send().await?;
     let status = response.status();
     let headers = response.headers().clone();
     let text = response.text().await.expect("read the response body");
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    TestResponse {
+    Ok(TestResponse {
         status,
         headers,
         text,
         body,
-    }
+    })
 }
 
 pub fn secret_path(dir: &Path) -> PathBuf {
