@@ -265,8 +265,11 @@ impl Session {
                                 return self.close(close::SHUTDOWN, "server restart").await;
                             }
                         }
+                        if written == BURST {
+                            // The rest waits for the next turn of the loop.
+                            break;
+                        }
                         pushed = match self.subscription.receiver.try_recv() {
-                            _ if written == BURST => break,
                             Ok(push) => Ok(push),
                             Err(TryRecvError::Empty) => break,
                             Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
