@@ -106,13 +106,6 @@ fn any_of<S: AsRef<str>>(terms: &[S]) -> String {
         .join(" OR ")
 }
 
-/// Turns plain text into an FTS5 query: the distinct non-stop-words, each
-/// a quoted string, joined with OR. `None` when nothing searchable is left.
-pub fn fts_query(text: &str) -> Option<String> {
-    let terms = query_terms(text);
-    (!terms.is_empty()).then(|| any_of(&terms))
-}
-
 /// A term in at least this share of all chunks (1/16) counts as common:
 /// scoring every chunk it matches is what makes a search slow, and its
 /// weight in BM25 is small (idf <= ln 15).
@@ -469,6 +462,12 @@ mod tests {
     #[test]
     fn stop_words_are_sorted_for_binary_search() {
         assert!(STOP_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// The FTS5 query `search` ranks for `text` (`None`: nothing searchable).
+    fn fts_query(text: &str) -> Option<String> {
+        let terms = query_terms(text);
+        (!terms.is_empty()).then(|| any_of(&terms))
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, Row, named_params, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use tracing::instrument;
 
@@ -382,10 +382,11 @@ pub enum Rescue {
 
 /// The running jobs a rescue takes (all, or with `:expired_only` those whose
 /// lease ended before `:now`), and whether the interruption, costing
-/// `:cost` retries, leaves each without a retry (`failed`). Every statement
-/// of `rescue` starts with it.
+/// `:cost` retries, leaves each without a retry (`failed`, then with
+/// `error`). Every statement of `rescue` starts with it.
 const RESCUED: &str = "rescued AS (
-    SELECT rowid AS job, id, document_id, attempt, retry_count + :cost > max_retries AS failed
+    SELECT rowid AS job, id, document_id, attempt, retry_count + :cost > max_retries AS failed,
+           :error AS error
     FROM jobs WHERE status = 'running' AND (NOT :expired_only OR lease_until < :now))";
 
 /// Rescued jobs whose events are appended together.
@@ -448,6 +449,17 @@ struct Scope {
     now: i64,
 }
 
+impl Scope {
+    fn params(&self) -> [(&'static str, &dyn rusqlite::ToSql); 4] {
+        [
+            (":expired_only", &self.expired_only),
+            (":now", &self.now),
+            (":cost", &self.cost),
+            (":error", &OUT_OF_RETRIES),
+        ]
+    }
+}
+
 /// Closes the rescued jobs' open attempts; returns all their attempts.
 #[instrument(skip_all)]
 fn close_attempts(conn: &Connection, scope: &Scope) -> Result<HashMap<String, Vec<Attempt>>> {
@@ -456,21 +468,13 @@ fn close_attempts(conn: &Connection, scope: &Scope) -> Result<HashMap<String, Ve
          UPDATE job_attempts SET finished_at = :now, error = 'interrupted'
          FROM rescued WHERE job_attempts.job_id = rescued.id AND job_attempts.n = rescued.attempt"
     ))?
-    .execute(named_params! {
-        ":expired_only": scope.expired_only,
-        ":now": scope.now,
-        ":cost": scope.cost,
-    })?;
+    .execute(&scope.params()[..])?;
     let mut stmt = conn.prepare_cached(&format!(
         "WITH {RESCUED}
          SELECT a.job_id, a.n, a.started_at, a.finished_at, a.error
          FROM rescued JOIN job_attempts AS a ON a.job_id = rescued.id ORDER BY a.job_id, a.n"
     ))?;
-    let mut rows = stmt.query(named_params! {
-        ":expired_only": scope.expired_only,
-        ":now": scope.now,
-        ":cost": scope.cost,
-    })?;
+    let mut rows = stmt.query(&scope.params()[..])?;
     let mut attempts: HashMap<String, Vec<Attempt>> = HashMap::new();
     while let Some(row) = rows.next()? {
         attempts.entry(row.get(0)?).or_default().push(attempt(row, 1)?);
@@ -486,20 +490,14 @@ fn requeue_documents(conn: &Connection, scope: &Scope) -> Result<HashMap<String,
         .prepare_cached(&format!(
             "WITH {RESCUED}
              UPDATE documents SET status = iif(rescued.failed, 'failed', 'queued'),
-                 error = iif(rescued.failed, :error, NULL), updated_at = :now
+                 error = iif(rescued.failed, rescued.error, NULL), updated_at = :now
              FROM rescued WHERE documents.id = rescued.document_id
              RETURNING {}",
             documents::COLUMNS
         ))?
-        .query_map(
-            named_params! {
-                ":expired_only": scope.expired_only,
-                ":now": scope.now,
-                ":cost": scope.cost,
-                ":error": OUT_OF_RETRIES,
-            },
-            |row| documents::document(row).map(|(doc, _)| (doc.id.clone(), doc)),
-        )?
+        .query_map(&scope.params()[..], |row| {
+            documents::document(row).map(|(doc, _)| (doc.id.clone(), doc))
+        })?
         .collect::<rusqlite::Result<_>>()?)
 }
 
@@ -512,21 +510,15 @@ fn requeue_jobs(conn: &Connection, scope: &Scope) -> Result<Vec<(String, Job)>> 
             "WITH {RESCUED}
              UPDATE jobs SET status = iif(rescued.failed, 'failed', 'queued'),
                  retry_count = retry_count + iif(rescued.failed, 0, :cost),
-                 last_error = iif(rescued.failed, :error, 'interrupted'),
+                 last_error = iif(rescued.failed, rescued.error, 'interrupted'),
                  run_after = iif(rescued.failed, run_after, :now),
                  lease_until = NULL, updated_at = :now
              FROM rescued WHERE jobs.rowid = rescued.job
              RETURNING {COLUMNS}, user_id"
         ))?
-        .query_map(
-            named_params! {
-                ":expired_only": scope.expired_only,
-                ":now": scope.now,
-                ":cost": scope.cost,
-                ":error": OUT_OF_RETRIES,
-            },
-            |row| Ok((row.get::<_, String>(9)?, job(row)?)),
-        )?
+        .query_map(&scope.params()[..], |row| {
+            Ok((row.get::<_, String>(9)?, job(row)?))
+        })?
         .collect::<rusqlite::Result<_>>()?)
 }
 
