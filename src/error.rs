@@ -112,6 +112,13 @@ impl IntoResponse for ApiError {
         };
         let body = json!({"error": {"code": self.code(), "message": message}});
         let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, Self::PayloadTooLarge(_)) {
+            // The rest of the body was not read: the connection cannot carry
+            // another request, and a client must not pool it.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = self.retry_after_secs() {
             response
                 .headers_mut()
