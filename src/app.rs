@@ -357,10 +357,13 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let local = listener
         .local_addr()
         .map_err(|e| StartupError::Runtime(e.to_string()))?;
+    // The handlers are installed before "listening" is logged: a SIGTERM
+    // sent the moment a supervisor sees that line must drain, not kill.
+    let signals = ShutdownSignals::install();
     tracing::info!(address = %local, data_dir = %app.state.config.data_dir.display(), "ragd listening on http://{local}");
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    tokio::spawn(signals.cancel_on_first(shutdown.clone()));
     app.serve(listener, shutdown)
         .await
         .map_err(|e| StartupError::Runtime(format!("server error: {e}")))
@@ -383,23 +386,43 @@ impl Hooks {
     }
 }
 
-async fn signal_shutdown(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
+/// SIGTERM and SIGINT, registered with the OS when created (tokio's
+/// `ctrl_c()` would register only when first polled).
+struct ShutdownSignals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> ShutdownSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let register = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
             Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+                tracing::warn!(error = %err, "cannot listen for {name}");
+                None
+            }
+        };
+        ShutdownSignals {
+            terminate: register(SignalKind::terminate(), "SIGTERM"),
+            interrupt: register(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    async fn cancel_on_first(self, token: CancellationToken) {
+        async fn received(signal: Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        () = terminate => {},
+        tokio::select! {
+            () = received(self.terminate) => {},
+            () = received(self.interrupt) => {},
+        }
+        tracing::info!("shutdown signal received; draining");
+        token.cancel();
     }
-    tracing::info!("shutdown signal received; draining");
-    token.cancel();
 }
