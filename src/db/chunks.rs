@@ -19,6 +19,9 @@ pub struct Hit {
     /// The whole chunk, for answer composition (not part of the API item).
     #[serde(skip)]
     pub text: String,
+    /// The title the chunk falls under, or empty (not part of the API item).
+    #[serde(skip)]
+    pub context: String,
 }
 
 /// Common English words that carry no meaning for retrieval: matching
@@ -51,7 +54,8 @@ pub fn index_pending(conn: &Connection) -> Result<usize> {
         .query_row([], |r| r.get(0))?;
     let indexed = conn
         .prepare_cached(
-            "INSERT INTO chunks_fts (rowid, text) SELECT rowid, text FROM chunks WHERE rowid > ?1",
+            "INSERT INTO chunks_fts (rowid, text, context)
+             SELECT rowid, text, context FROM chunks WHERE rowid > ?1",
         )?
         .execute([through])?;
     if indexed > 0 {
@@ -235,7 +239,7 @@ fn rank_by_rare_terms(
 fn hit(conn: &Connection, terms: &[String], rowid: i64, score: f64) -> Result<Hit> {
     let hit = conn
         .prepare_cached(
-            "SELECT c.document_id, d.filename, c.text
+            "SELECT c.document_id, d.filename, c.text, c.context
              FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.rowid = ?1",
         )?
         .query_row(params![rowid], |r| {
@@ -247,6 +251,7 @@ fn hit(conn: &Connection, terms: &[String], rowid: i64, score: f64) -> Result<Hi
                 snippet: super::snippet::snippet(&text, terms),
                 score,
                 text,
+                context: r.get(3)?,
             })
         })?;
     Ok(hit)

@@ -223,6 +223,10 @@ pub struct ChunkText {
     /// Character offsets in the extracted text.
     pub start: i64,
     pub end: i64,
+    /// Indexed with the text but not part of it: the document's title
+    /// (`ingest::chunk`), or empty.
+    #[serde(default)]
+    pub context: String,
 }
 
 /// Swaps in the new chunk set in one transaction, marks the document
@@ -239,8 +243,8 @@ pub fn succeed(tx: &mut Tx<'_>, claimed: &Claimed, chunks: &[ChunkText], now: i6
     )?;
     {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text, context)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for (ordinal, chunk) in chunks.iter().enumerate() {
             let ordinal = i64::try_from(ordinal).unwrap_or(i64::MAX);
@@ -250,7 +254,8 @@ pub fn succeed(tx: &mut Tx<'_>, claimed: &Claimed, chunks: &[ChunkText], now: i6
                 ordinal,
                 chunk.start,
                 chunk.end,
-                chunk.text
+                chunk.text,
+                chunk.context
             ])?;
         }
     }

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/002_events_messages.sql"),
     include_str!("migrations/003_documents.sql"),
     include_str!("migrations/004_batched_index.sql"),
+    include_str!("migrations/005_chunk_context.sql"),
 ];
 
 /// Brings the database to the newest version in one IMMEDIATE transaction.
@@ -54,6 +55,53 @@ mod tests {
             .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
             .expect("fk check");
         assert_eq!(problems, 0);
+    }
+
+    #[test]
+    fn chunks_indexed_before_version_5_stay_searchable_and_deletable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
+        for (index, sql) in MIGRATIONS[..4].iter().enumerate() {
+            conn.execute_batch(sql).expect("migration");
+            conn.pragma_update(None, "user_version", index as i64 + 1)
+                .expect("version");
+        }
+        conn.execute_batch(
+            "INSERT INTO users (id, email, password_hash, created_at) VALUES ('u', 'u', 'x', 0);
+             INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256,
+                                    status, created_at, updated_at)
+             VALUES ('d', 'u', 'f.txt', 'text/plain', 'txt', 0, '', 'ready', 0, 0);
+             INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text)
+             VALUES ('d', 'u', 0, 0, 0, 'the heron nests near water'),
+                    ('d', 'u', 1, 0, 0, 'the grey heron hunts fish');
+             -- What version 4's writer did before each commit.
+             INSERT INTO chunks_fts (rowid, text) SELECT rowid, text FROM chunks;
+             UPDATE fts_state SET indexed_through = 2;",
+        )
+        .expect("a version 4 database with indexed chunks");
+
+        run(&mut conn).expect("migrate to version 5");
+        let search = |conn: &Connection| -> Vec<i64> {
+            let mut statement = conn
+                .prepare("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH 'heron' ORDER BY rowid")
+                .expect("prepare");
+            let rows = statement.query_map([], |r| r.get(0)).expect("query");
+            rows.collect::<rusqlite::Result<_>>().expect("rows")
+        };
+        assert_eq!(search(&conn), vec![1, 2], "the old chunks are still found");
+        let context: String = conn
+            .query_row("SELECT context FROM chunks WHERE rowid = 1", [], |r| r.get(0))
+            .expect("context");
+        assert_eq!(context, "", "old chunks have no context until reprocessed");
+
+        conn.execute("DELETE FROM chunks WHERE rowid = 1", [])
+            .expect("delete");
+        assert_eq!(search(&conn), vec![2]);
+        conn.execute(
+            "INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('integrity-check', 1)",
+            [],
+        )
+        .expect("the index matches the chunks after the delete");
     }
 
     #[test]

@@ -125,6 +125,7 @@ mod tests {
             snippet: text.into(),
             score: 1.0,
             text: text.into(),
+            context: String::new(),
         }
     }
 

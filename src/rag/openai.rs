@@ -336,12 +336,13 @@ fn system_prompt(passages: &[Hit]) -> String {
         prompt.push_str("(no passage of the user's documents matches this question)\n");
     }
     for (i, hit) in passages.iter().enumerate() {
-        prompt.push_str(&format!(
-            "\n[{}] ({})\n{}\n",
-            i + 1,
-            hit.filename,
-            hit.text.trim()
-        ));
+        // The title a passage falls under, when it has one, says what the
+        // passage is about.
+        let origin = match hit.context.as_str() {
+            "" => hit.filename.clone(),
+            title => format!("{}, under \"{title}\"", hit.filename),
+        };
+        prompt.push_str(&format!("\n[{}] ({origin})\n{}\n", i + 1, hit.text.trim()));
     }
     prompt
 }
@@ -349,6 +350,28 @@ fn system_prompt(passages: &[Hit]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_passage_is_headed_by_its_file_and_title() {
+        let hit = |context: &str| Hit {
+            document_id: "d".into(),
+            filename: "soils.md".into(),
+            chunk_id: "1".into(),
+            snippet: String::new(),
+            score: 1.0,
+            text: " Drainage decides what grows. ".into(),
+            context: context.into(),
+        };
+        let prompt = system_prompt(&[hit("Volcanic soils"), hit("")]);
+        assert!(
+            prompt.contains("\n[1] (soils.md, under \"Volcanic soils\")\nDrainage decides what grows.\n"),
+            "{prompt}"
+        );
+        assert!(
+            prompt.contains("\n[2] (soils.md)\nDrainage decides what grows.\n"),
+            "{prompt}"
+        );
+    }
 
     #[test]
     fn chunks_yield_their_text_and_errors_are_errors() {

@@ -111,3 +111,45 @@ async fn better_matches_rank_first_and_limit_bounds_the_list() {
     let chunk_ids: Vec<&Value> = hits.iter().map(|h| &h["chunk_id"]).collect();
     assert_ne!(chunk_ids[0], chunk_ids[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_passages_of_a_document_match_the_words_of_its_title() {
+    let app = TestApp::spawn().await;
+    let api = Api::of(&app);
+    let token = api.register("titles@example.com").await;
+    // Longer than one chunk (1,000 characters by default); the title's
+    // words appear nowhere in the body.
+    let paragraph = "Drainage decides what grows on these fields. Farmers dig ditches \
+                     along the slopes and rotate barley with grass every third year. ";
+    let body = [paragraph.repeat(6), paragraph.repeat(6), paragraph.repeat(6)].join("\n\n");
+    let titled = api
+        .upload_ready(
+            &token,
+            "soils.md",
+            format!("# Volcanic soils of Iceland\n\n{body}").as_bytes(),
+        )
+        .await;
+    let other = api
+        .upload_ready(&token, "other.txt", format!("Garden notes\n\n{body}").as_bytes())
+        .await;
+
+    let hits = api.hits_for(&token, "volcanic", id(&titled)).await;
+    assert!(hits.len() >= 2, "every passage matches its title: {hits:?}");
+    for hit in &hits {
+        let snippet = hit["snippet"].as_str().unwrap_or_default();
+        assert!(
+            snippet.contains("Drainage") || snippet.contains("barley"),
+            "the passages are body text, not a lone title: {hit}"
+        );
+        assert!(!snippet.contains("Volcanic"), "{hit}");
+    }
+    // The title lifts its document's passages above the same text under
+    // another title.
+    let hits = api.search(&token, "volcanic drainage").await;
+    assert!(!hits.is_empty());
+    assert_eq!(hits[0]["document_id"], titled["id"], "{hits:?}");
+    assert!(
+        api.hits_for(&token, "volcanic", id(&other)).await.is_empty(),
+        "another document's passages do not match this title"
+    );
+}
