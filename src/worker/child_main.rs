@@ -24,6 +24,9 @@ pub struct ChildLimits {
 }
 
 pub fn run(limits: ChildLimits) -> ExitCode {
+    // The watcher first: its thread needs a stack, which a tight
+    // RLIMIT_AS could refuse.
+    watch_parent(limits.parent_pid);
     if let Err(err) = apply(limits) {
         eprintln!("ragd parse: cannot set resource limits: {err}");
         return ExitCode::FAILURE;
@@ -31,7 +34,6 @@ pub fn run(limits: ChildLimits) -> ExitCode {
     // The parent logs what matters; a parser's panic message would only be
     // noise on the server's stderr.
     std::panic::set_hook(Box::new(|_| {}));
-    watch_parent(limits.parent_pid);
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lock().lines() {
