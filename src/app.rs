@@ -240,6 +240,8 @@ async fn startup_sweep(db: &Db, files_dir: &std::path::Path) -> Result<(), Start
     let now = db::now_ms();
     let (replies, jobs) = db
         .write(move |tx| {
+            // Nobody can listen yet: clients find these events in the log.
+            tx.store_only();
             let replies = db::messages::interrupt_unfinished(tx, now)?;
             let jobs = db::jobs::rescue(tx, db::jobs::Rescue::All, now)?;
             Ok((replies, jobs))

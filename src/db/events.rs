@@ -64,30 +64,17 @@ impl<'a> NewEvent<'a> {
     }
 }
 
-/// Appends an event for `user_id` inside the caller's transaction and
-/// returns its frame, to be published once the transaction commits.
-#[instrument(skip_all, fields(kind))]
-pub fn append(
-    conn: &Connection,
-    user_id: &str,
-    kind: &'static str,
-    subject: Subject<'_>,
-    data: &impl Serialize,
-    now: i64,
-) -> Result<EventFrame> {
-    let event = NewEvent::new(user_id, kind, subject, data)?;
-    let mut frames = append_all(conn, vec![event], now)?;
-    frames
-        .pop()
-        .ok_or_else(|| Error::Other("an appended event has no frame".into()))
-}
-
 /// Appends the events in order inside the caller's transaction and returns
-/// their frames. Each user's ids are taken in one step (a bulk change such
-/// as the start-up sweep emits hundreds of thousands of events), still
-/// gap-free and in the order of `events`.
+/// their frames (none unless `frames`). Each user's ids are taken in one
+/// step (a bulk change such as the start-up sweep emits hundreds of
+/// thousands of events), still gap-free and in the order of `events`.
 #[instrument(skip_all, fields(count = events.len()))]
-pub fn append_all(conn: &Connection, events: Vec<NewEvent<'_>>, now: i64) -> Result<Vec<EventFrame>> {
+pub fn append_all(
+    conn: &Connection,
+    events: Vec<NewEvent<'_>>,
+    now: i64,
+    frames: bool,
+) -> Result<Vec<EventFrame>> {
     // How many ids each user needs; once they are taken, the next one to give.
     let mut next_id: HashMap<&str, i64> = HashMap::new();
     for event in &events {
@@ -105,7 +92,8 @@ pub fn append_all(conn: &Connection, events: Vec<NewEvent<'_>>, now: i64) -> Res
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let ts = format_ms(now);
-    let mut frames = Vec::with_capacity(events.len());
+    let want_frames = frames;
+    let mut frames = Vec::with_capacity(if want_frames { events.len() } else { 0 });
     // Consumed one by one, so each data text is freed once its frame holds it.
     for event in events {
         let next = next_id
@@ -122,11 +110,13 @@ pub fn append_all(conn: &Connection, events: Vec<NewEvent<'_>>, now: i64) -> Res
             event.data,
             now
         ])?;
-        frames.push(EventFrame {
-            user_id: event.user_id.to_owned(),
-            id,
-            text: envelope(id, event.kind, &ts, &event.data),
-        });
+        if want_frames {
+            frames.push(EventFrame {
+                user_id: event.user_id.to_owned(),
+                id,
+                text: envelope(id, event.kind, &ts, &event.data),
+            });
+        }
     }
     Ok(frames)
 }
@@ -238,11 +228,12 @@ mod tests {
             id,
             conversation_id: None,
         };
-        append(&conn, &users[1], "a", subject("s0"), &0, 1).expect("append");
+        let first = NewEvent::new(&users[1], "a", subject("s0"), &0).expect("event");
+        append_all(&conn, vec![first], 1, true).expect("append one");
         let events = (1..=5)
             .map(|n| NewEvent::new(&users[n % 2], "b", subject("s"), &n).expect("event"))
             .collect();
-        let frames = append_all(&conn, events, 2).expect("append_all");
+        let frames = append_all(&conn, events, 2, true).expect("append_all");
         let seen: Vec<(&str, i64)> = frames.iter().map(|f| (f.user_id.as_str(), f.id)).collect();
         let (u0, u1) = (users[0].as_str(), users[1].as_str());
         assert_eq!(seen, [(u1, 2), (u0, 1), (u1, 3), (u0, 2), (u1, 4)]);

@@ -386,16 +386,18 @@ pub enum Rescue {
 }
 
 /// The running jobs a rescue takes (all, or with `:expired_only` those whose
-/// lease ended before `:now`), and whether the interruption, costing
-/// `:cost` retries, leaves each without a retry (`failed`, then with
-/// `error`). Every statement of `rescue` starts with it.
+/// lease ended before `:now`) among the rowids `:first..=:last`, and
+/// whether the interruption, costing `:cost` retries, leaves each without a
+/// retry (`failed`, then with `error`). Every statement of `rescue` starts
+/// with it.
 const RESCUED: &str = "rescued AS (
     SELECT rowid AS job, id, document_id, attempt, retry_count + :cost > max_retries AS failed,
            :error AS error
-    FROM jobs WHERE status = 'running' AND (NOT :expired_only OR lease_until < :now))";
+    FROM jobs WHERE status = 'running' AND (NOT :expired_only OR lease_until < :now)
+                AND rowid BETWEEN :first AND :last)";
 
-/// Rescued jobs whose events are appended together.
-const EMIT_SLICE: usize = 1000;
+/// Rescued jobs handled (and held in memory) together.
+const SLICE: usize = 1000;
 
 /// The error of a job (and its document) interrupted once too often.
 const OUT_OF_RETRIES: &str = "interrupted: the job was interrupted more often than it may be retried";
@@ -403,48 +405,55 @@ const OUT_OF_RETRIES: &str = "interrupted: the job was interrupted more often th
 /// Closes the open attempt of running jobs with "interrupted" and requeues
 /// them (`retry_count + 1`, or failed when out of retries), with events:
 /// per job its document's `document.status_updated`, then its
-/// `job.status_updated`, in job order. Set-based, since the start-up sweep
-/// may find a crashed server's whole queue running.
+/// `job.status_updated`, in job (creation) order. Set-based, since the
+/// start-up sweep may find a crashed server's whole queue running, and a
+/// slice of jobs at a time, so that only one slice's rows and events are
+/// held in memory.
 #[instrument(skip_all)]
 pub fn rescue(tx: &mut Tx<'_>, which: Rescue, now: i64) -> Result<usize> {
-    let scope = Scope {
+    let mut scope = Scope {
         expired_only: which == Rescue::Expired,
         cost: i64::from(which != Rescue::Shutdown),
         now,
+        first: i64::MIN,
+        last: i64::MAX,
     };
-    // The jobs go last: updating them takes them out of `RESCUED`.
-    let mut attempts = close_attempts(tx, &scope)?;
-    let documents = requeue_documents(tx, &scope)?;
-    let mut jobs = requeue_jobs(tx, &scope)?;
-    for (_, job) in &mut jobs {
-        job.attempts = attempts.remove(&job.id).unwrap_or_default();
+    let jobs: Vec<i64> = tx
+        .prepare_cached(&format!("WITH {RESCUED} SELECT job FROM rescued ORDER BY job"))?
+        .query_map(&scope.params()[..], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for slice in jobs.chunks(SLICE) {
+        // Rowids between the slice's first and last that are not in it are
+        // not being rescued, so the range takes exactly the slice.
+        if let (Some(&first), Some(&last)) = (slice.first(), slice.last()) {
+            (scope.first, scope.last) = (first, last);
+            rescue_slice(tx, &scope)?;
+        }
     }
+    Ok(jobs.len())
+}
 
-    // RETURNING has no order: emit in job (creation) order, a slice at a
-    // time, so that besides the frames only one slice's jobs and serialized
-    // data are held.
-    jobs.sort_unstable_by(|(_, a), (_, b)| a.id.cmp(&b.id));
-    let count = jobs.len();
-    let mut jobs = jobs.into_iter();
-    loop {
-        let slice: Vec<(String, Job)> = jobs.by_ref().take(EMIT_SLICE).collect();
-        if slice.is_empty() {
-            break;
-        }
-        let mut events = Vec::with_capacity(2 * slice.len());
-        for (user_id, job) in &slice {
-            let doc = documents.get(&job.document_id).ok_or(Error::NotFound)?;
-            events.push(NewEvent::new(
-                user_id,
-                documents::STATUS_UPDATED,
-                documents::subject(&doc.id),
-                doc,
-            )?);
-            events.push(NewEvent::new(user_id, STATUS_UPDATED, subject(job), job)?);
-        }
-        tx.emit_all(events, now)?;
+/// `rescue` for the jobs of `scope`'s rowid range.
+fn rescue_slice(tx: &mut Tx<'_>, scope: &Scope) -> Result<()> {
+    // The jobs go last: updating them takes them out of `RESCUED`.
+    let mut attempts = close_attempts(tx, scope)?;
+    let documents = requeue_documents(tx, scope)?;
+    let mut jobs = requeue_jobs(tx, scope)?;
+    // RETURNING has no order.
+    jobs.sort_unstable_by_key(|(rowid, _, _)| *rowid);
+    let mut events = Vec::with_capacity(2 * jobs.len());
+    for (_, user_id, job) in &mut jobs {
+        job.attempts = attempts.remove(&job.id).unwrap_or_default();
+        let doc = documents.get(&job.document_id).ok_or(Error::NotFound)?;
+        events.push(NewEvent::new(
+            user_id,
+            documents::STATUS_UPDATED,
+            documents::subject(&doc.id),
+            doc,
+        )?);
+        events.push(NewEvent::new(user_id, STATUS_UPDATED, subject(job), &*job)?);
     }
-    Ok(count)
+    tx.emit_all(events, scope.now)
 }
 
 /// The parameters of `RESCUED`.
@@ -452,15 +461,19 @@ struct Scope {
     expired_only: bool,
     cost: i64,
     now: i64,
+    first: i64,
+    last: i64,
 }
 
 impl Scope {
-    fn params(&self) -> [(&'static str, &dyn rusqlite::ToSql); 4] {
+    fn params(&self) -> [(&'static str, &dyn rusqlite::ToSql); 6] {
         [
             (":expired_only", &self.expired_only),
             (":now", &self.now),
             (":cost", &self.cost),
             (":error", &OUT_OF_RETRIES),
+            (":first", &self.first),
+            (":last", &self.last),
         ]
     }
 }
@@ -507,9 +520,9 @@ fn requeue_documents(conn: &Connection, scope: &Scope) -> Result<HashMap<String,
 }
 
 /// Requeues (or fails) the rescued jobs; returns them (without attempts)
-/// with their users.
+/// with their rowids and users.
 #[instrument(skip_all)]
-fn requeue_jobs(conn: &Connection, scope: &Scope) -> Result<Vec<(String, Job)>> {
+fn requeue_jobs(conn: &Connection, scope: &Scope) -> Result<Vec<(i64, String, Job)>> {
     Ok(conn
         .prepare_cached(&format!(
             "WITH {RESCUED}
@@ -519,10 +532,10 @@ fn requeue_jobs(conn: &Connection, scope: &Scope) -> Result<Vec<(String, Job)>> 
                  run_after = iif(rescued.failed, run_after, :now),
                  lease_until = NULL, updated_at = :now
              FROM rescued WHERE jobs.rowid = rescued.job
-             RETURNING {COLUMNS}, user_id"
+             RETURNING {COLUMNS}, user_id, rowid"
         ))?
         .query_map(&scope.params()[..], |row| {
-            Ok((row.get::<_, String>(9)?, job(row)?))
+            Ok((row.get::<_, i64>(10)?, row.get::<_, String>(9)?, job(row)?))
         })?
         .collect::<rusqlite::Result<_>>()?)
 }
@@ -583,8 +596,12 @@ mod tests {
             conn,
             events: Vec::new(),
             after_commit: Vec::new(),
+            publish: true,
         };
+        // In one transaction, as the writer runs it.
+        conn.execute_batch("BEGIN").expect("begin");
         let count = rescue(&mut tx, which, now).expect("rescue");
+        conn.execute_batch("COMMIT").expect("commit");
         let frames = tx
             .events
             .iter()
@@ -685,5 +702,77 @@ mod tests {
         assert_eq!(kinds_and_data(&frames), expected_events(&conn, &u, &in_order));
         let ids: Vec<i64> = frames.iter().map(|f| f["id"].as_i64().unwrap_or(0)).collect();
         assert_eq!(ids, [3, 4, 5, 6], "the user's sequence continues without a gap");
+    }
+
+    #[test]
+    fn a_rescue_larger_than_a_slice_takes_every_job_once_in_creation_order() {
+        let (_dir, conn) = open();
+        let users = [user(&conn), user(&conn)];
+        conn.execute_batch("BEGIN").expect("begin");
+        let mut running = Vec::new();
+        for n in 0..(2 * SLICE + 500) {
+            let owner = &users[n % 2];
+            // Jobs that are not running sit between the running ones, inside
+            // the slices' rowid ranges, and must be left alone.
+            if n % 7 == 0 {
+                job_in(&conn, owner, "queued", 0, 0);
+            }
+            running.push((owner.clone(), job_in(&conn, owner, "running", 0, 10_000)));
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+
+        let (count, frames) = run_rescue(&conn, Rescue::All, 5_000);
+
+        assert_eq!(count, running.len());
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM jobs WHERE status = 'running'", [], |r| {
+                r.get(0)
+            })
+            .expect("count");
+        assert_eq!(left, 0);
+        let untouched: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM jobs WHERE status = 'queued' AND updated_at = 0",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(untouched, (2 * SLICE as i64 + 500 + 6) / 7);
+        // Per job, its document's event then its own, in creation order;
+        // each user's ids gap-free from 1.
+        assert_eq!(frames.len(), 2 * running.len());
+        let mut next = [1, 1];
+        for ((owner, job), pair) in running.iter().zip(frames.chunks(2)) {
+            assert_eq!(pair[0]["type"], json!(documents::STATUS_UPDATED));
+            assert_eq!(pair[1]["type"], json!(STATUS_UPDATED));
+            assert_eq!(pair[1]["data"]["id"], json!(job));
+            assert_eq!(pair[1]["data"]["retry_count"], json!(1));
+            let u = usize::from(owner == &users[1]);
+            assert_eq!(pair[0]["id"], json!(next[u]), "{job}");
+            assert_eq!(pair[1]["id"], json!(next[u] + 1), "{job}");
+            next[u] += 2;
+        }
+    }
+
+    #[test]
+    fn a_store_only_write_stores_its_events_and_keeps_no_frames() {
+        let (_dir, conn) = open();
+        let u = user(&conn);
+        job_in(&conn, &u, "running", 0, 10_000);
+        let mut tx = Tx {
+            conn: &conn,
+            events: Vec::new(),
+            after_commit: Vec::new(),
+            publish: true,
+        };
+        tx.store_only();
+        assert_eq!(rescue(&mut tx, Rescue::All, 5_000).expect("rescue"), 1);
+        assert!(tx.events.is_empty(), "nothing to publish");
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM events WHERE user_id = ?1", [&u], |r| {
+                r.get(0)
+            })
+            .expect("count");
+        assert_eq!(stored, 2, "the events are in the log");
     }
 }

@@ -186,6 +186,8 @@ pub struct Tx<'c> {
     conn: &'c Connection,
     events: Vec<events::EventFrame>,
     after_commit: Vec<AfterCommit>,
+    /// Whether the events are kept for publishing (see `store_only`).
+    publish: bool,
 }
 
 /// Work that may only happen once a write has committed (e.g. closing the
@@ -207,6 +209,15 @@ impl Tx<'_> {
         self.after_commit.push(Box::new(action));
     }
 
+    /// From now on, events are stored but not kept for publishing: for a
+    /// write made before anyone can listen (the start-up sweep), whose
+    /// hundreds of thousands of frames would otherwise be held until the
+    /// commit only to reach nobody. Clients replay them from the log.
+    pub fn store_only(&mut self) {
+        self.publish = false;
+        self.events = Vec::new();
+    }
+
     /// Appends an event to the user's log in this transaction.
     pub fn emit(
         &mut self,
@@ -216,15 +227,14 @@ impl Tx<'_> {
         data: &impl serde::Serialize,
         now: i64,
     ) -> Result<()> {
-        let frame = events::append(self.conn, user_id, kind, subject, data, now)?;
-        self.events.push(frame);
-        Ok(())
+        let event = events::NewEvent::new(user_id, kind, subject, data)?;
+        self.emit_all(vec![event], now)
     }
 
     /// Appends many events, in order, to their users' logs in this
     /// transaction (one statement per user for the ids: for bulk changes).
     pub fn emit_all(&mut self, events: Vec<events::NewEvent<'_>>, now: i64) -> Result<()> {
-        let frames = events::append_all(self.conn, events, now)?;
+        let frames = events::append_all(self.conn, events, now, self.publish)?;
         self.events.extend(frames);
         Ok(())
     }

@@ -71,6 +71,7 @@ where
             conn,
             events: Vec::new(),
             after_commit: Vec::new(),
+            publish: true,
         };
         match f(&mut tx) {
             Ok(value) => {
