@@ -385,16 +385,22 @@ pub enum Rescue {
     Shutdown,
 }
 
-/// The running jobs a rescue takes (all, or with `:expired_only` those whose
-/// lease ended before `:now`) among the rowids `:first..=:last`, and
-/// whether the interruption, costing `:cost` retries, leaves each without a
-/// retry (`failed`, then with `error`). Every statement of `rescue` starts
-/// with it.
+/// The running jobs a rescue takes: all, or with `:expired_only` those whose
+/// lease ended before `:now`. Through the partial index of running jobs;
+/// an `ORDER BY rowid` would make SQLite scan the whole table instead.
+const TAKEN: &str = "SELECT rowid FROM jobs
+    WHERE status = 'running' AND (NOT :expired_only OR lease_until < :now)";
+
+/// One slice of the jobs a rescue takes (`:slice`, a JSON array of their
+/// rowids, looked up one by one; the conditions of `TAKEN` still hold for
+/// them), and whether the interruption, costing `:cost` retries, leaves
+/// each without a retry (`failed`, then with `error`). Every statement of a
+/// slice starts with it.
 const RESCUED: &str = "rescued AS (
     SELECT rowid AS job, id, document_id, attempt, retry_count + :cost > max_retries AS failed,
            :error AS error
-    FROM jobs WHERE status = 'running' AND (NOT :expired_only OR lease_until < :now)
-                AND rowid BETWEEN :first AND :last)";
+    FROM jobs WHERE rowid IN (SELECT value FROM json_each(:slice))
+                AND status = 'running' AND (NOT :expired_only OR lease_until < :now))";
 
 /// Rescued jobs handled (and held in memory) together.
 const SLICE: usize = 1000;
@@ -411,29 +417,29 @@ const OUT_OF_RETRIES: &str = "interrupted: the job was interrupted more often th
 /// held in memory.
 #[instrument(skip_all)]
 pub fn rescue(tx: &mut Tx<'_>, which: Rescue, now: i64) -> Result<usize> {
-    let mut scope = Scope {
-        expired_only: which == Rescue::Expired,
-        cost: i64::from(which != Rescue::Shutdown),
-        now,
-        first: i64::MIN,
-        last: i64::MAX,
-    };
-    let jobs: Vec<i64> = tx
-        .prepare_cached(&format!("WITH {RESCUED} SELECT job FROM rescued ORDER BY job"))?
-        .query_map(&scope.params()[..], |r| r.get(0))?
+    let expired_only = which == Rescue::Expired;
+    let mut jobs: Vec<i64> = tx
+        .prepare_cached(TAKEN)?
+        .query_map(
+            rusqlite::named_params! {":expired_only": expired_only, ":now": now},
+            |r| r.get(0),
+        )?
         .collect::<rusqlite::Result<_>>()?;
+    // Creation order.
+    jobs.sort_unstable();
     for slice in jobs.chunks(SLICE) {
-        // Rowids between the slice's first and last that are not in it are
-        // not being rescued, so the range takes exactly the slice.
-        if let (Some(&first), Some(&last)) = (slice.first(), slice.last()) {
-            (scope.first, scope.last) = (first, last);
-            rescue_slice(tx, &scope)?;
-        }
+        let scope = Scope {
+            expired_only,
+            cost: i64::from(which != Rescue::Shutdown),
+            now,
+            slice: serde_json::to_string(slice).map_err(|e| Error::Other(format!("rescue slice: {e}")))?,
+        };
+        rescue_slice(tx, &scope)?;
     }
     Ok(jobs.len())
 }
 
-/// `rescue` for the jobs of `scope`'s rowid range.
+/// `rescue` for the jobs of one slice.
 fn rescue_slice(tx: &mut Tx<'_>, scope: &Scope) -> Result<()> {
     // The jobs go last: updating them takes them out of `RESCUED`.
     let mut attempts = close_attempts(tx, scope)?;
@@ -461,19 +467,18 @@ struct Scope {
     expired_only: bool,
     cost: i64,
     now: i64,
-    first: i64,
-    last: i64,
+    /// The slice's rowids as a JSON array.
+    slice: String,
 }
 
 impl Scope {
-    fn params(&self) -> [(&'static str, &dyn rusqlite::ToSql); 6] {
+    fn params(&self) -> [(&'static str, &dyn rusqlite::ToSql); 5] {
         [
             (":expired_only", &self.expired_only),
             (":now", &self.now),
             (":cost", &self.cost),
             (":error", &OUT_OF_RETRIES),
-            (":first", &self.first),
-            (":last", &self.last),
+            (":slice", &self.slice),
         ]
     }
 }
@@ -774,5 +779,22 @@ mod tests {
             })
             .expect("count");
         assert_eq!(stored, 2, "the events are in the log");
+    }
+
+    #[test]
+    fn finding_the_jobs_to_rescue_reads_only_the_running_ones() {
+        // The periodic sweep runs every 15 s on the writer thread, and the
+        // jobs table keeps every finished job: it must not be scanned.
+        let (_dir, conn) = open();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {TAKEN}"))
+            .expect("prepare")
+            .query_map(rusqlite::named_params! {":expired_only": true, ":now": 0}, |r| {
+                r.get(3)
+            })
+            .expect("plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert!(plan.iter().all(|step| step.contains("jobs_running")), "{plan:?}");
     }
 }

@@ -209,13 +209,13 @@ impl Tx<'_> {
         self.after_commit.push(Box::new(action));
     }
 
-    /// From now on, events are stored but not kept for publishing: for a
-    /// write made before anyone can listen (the start-up sweep), whose
-    /// hundreds of thousands of frames would otherwise be held until the
-    /// commit only to reach nobody. Clients replay them from the log.
+    /// From now on, events are stored but not kept for publishing (those
+    /// emitted before are still published): for a write made before anyone
+    /// can listen (the start-up sweep), whose hundreds of thousands of
+    /// frames would otherwise be held until the commit only to reach
+    /// nobody. Clients replay them from the log.
     pub fn store_only(&mut self) {
         self.publish = false;
-        self.events = Vec::new();
     }
 
     /// Appends an event to the user's log in this transaction.
