@@ -455,6 +455,37 @@ mod tests {
     }
 
     #[test]
+    fn chunks_with_a_context_match_it_and_leave_the_index_consistent_when_deleted() {
+        let (_dir, mut conn) = database(&[("u1", vec!["plain delta".to_owned()])]);
+        let tx = conn.transaction().expect("begin");
+        for (ordinal, text) in ["first passage", "second passage"].iter().enumerate() {
+            tx.execute(
+                "INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text, context)
+                 VALUES ('doc-u1', 'u1', ?1, 0, 0, ?2, 'Volcanic soils')",
+                params![ordinal as i64 + 1, text],
+            )
+            .expect("chunk");
+        }
+        assert_eq!(index_pending(&tx).expect("index"), 2);
+        tx.commit().expect("commit");
+        let hits = search(&conn, "u1", "volcanic", 5).expect("search");
+        assert_eq!(hits.len(), 2, "both passages match their title: {hits:?}");
+        assert!(
+            hits.iter()
+                .all(|h| h.context == "Volcanic soils" && !h.text.contains("Volcanic"))
+        );
+
+        conn.execute("DELETE FROM chunks WHERE context <> ''", [])
+            .expect("delete");
+        conn.execute(
+            "INSERT INTO chunks_fts (chunks_fts) VALUES ('integrity-check')",
+            [],
+        )
+        .expect("the delete removed exactly what was indexed");
+        assert!(search(&conn, "u1", "volcanic", 5).expect("search").is_empty());
+    }
+
+    #[test]
     fn search_never_returns_another_users_chunks() {
         let (_dir, conn) = database(&[("u1", zipf_chunks(500, 1)), ("u2", zipf_chunks(500, 2))]);
         for text in ["w0 w40", "w1 w2 w120", "w250"] {

@@ -19,21 +19,18 @@ const TITLE_MAX_CHARS: usize = 200;
 
 pub fn chunk(text: &str, size: usize, overlap: usize) -> Vec<ChunkText> {
     let size = size.max(1);
-    let whole = split(text, 0, size, overlap);
-    if whole.len() < 2 {
-        return whole;
+    // A document that fits in one chunk keeps its title in its text.
+    let fits = text.trim().chars().count() <= size;
+    match title(text).filter(|_| !fits) {
+        Some((title, body)) => {
+            let mut chunks = split(&text[body..], text[..body].chars().count(), size, overlap);
+            for chunk in &mut chunks {
+                chunk.context = title.to_owned();
+            }
+            chunks
+        }
+        None => split(text, 0, size, overlap),
     }
-    let Some((title, body)) = title(text) else {
-        return whole;
-    };
-    let mut chunks = split(&text[body..], text[..body].chars().count(), size, overlap);
-    if chunks.is_empty() {
-        return whole;
-    }
-    for chunk in &mut chunks {
-        chunk.context = title.to_owned();
-    }
-    chunks
 }
 
 /// The document's title and the byte offset where its body starts: a first
@@ -139,5 +136,21 @@ mod tests {
             assert!(chunks.iter().all(|c| c.context.is_empty()), "{chunks:?}");
             assert_eq!(chunks[0].start, 0);
         }
+    }
+
+    #[test]
+    fn a_title_with_crlf_and_accents_keeps_the_offsets_right() {
+        let title = "Über die Böden Islands";
+        let body = "Drainage entscheidet. ".repeat(30) + "\r\n\r\n" + &"Gerste wächst. ".repeat(30);
+        let text = format!("{title}\r\n\r\n{body}");
+        let chunks = super::chunk(&text, 300, 40);
+        assert!(chunks.len() > 1, "{chunks:?}");
+        for c in &chunks {
+            assert_eq!(c.context, title, "no carriage return in the title");
+            assert_eq!(slice(&text, c.start, c.end), c.text);
+        }
+        // Only blank lines after the first line: no body, no title.
+        let lone = super::chunk(&format!("{}\n\n  \n", "Word ".repeat(100)), 300, 40);
+        assert!(lone.iter().all(|c| c.context.is_empty()), "{lone:?}");
     }
 }
