@@ -340,7 +340,7 @@ fn system_prompt(passages: &[Hit]) -> String {
         // passage is about.
         let origin = match hit.context.as_str() {
             "" => hit.filename.clone(),
-            title => format!("{}, under \"{title}\"", hit.filename),
+            title => format!("{}, a document titled \"{title}\"", hit.filename),
         };
         prompt.push_str(&format!("\n[{}] ({origin})\n{}\n", i + 1, hit.text.trim()));
     }
@@ -364,7 +364,9 @@ mod tests {
         };
         let prompt = system_prompt(&[hit("Volcanic soils"), hit("")]);
         assert!(
-            prompt.contains("\n[1] (soils.md, under \"Volcanic soils\")\nDrainage decides what grows.\n"),
+            prompt.contains(
+                "\n[1] (soils.md, a document titled \"Volcanic soils\")\nDrainage decides what grows.\n"
+            ),
             "{prompt}"
         );
         assert!(
