@@ -28,6 +28,9 @@ pub fn run(conn: &mut Connection) -> Result<()> {
         )));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        // Some rebuild an index over every chunk: on a big database that
+        // takes a while, and the server should not look hung meanwhile.
+        tracing::info!(version = index + 1, "applying schema migration");
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i64::try_from(index + 1).unwrap_or(i64::MAX))?;
         tracing::info!(version = index + 1, "applied schema migration");

@@ -1,5 +1,6 @@
-//! `ragd parse`: the child process that parses untrusted files. It limits
-//! itself first (address space, CPU time, no core dumps), then answers
+//! `ragd parse`: the child process that parses untrusted files. It starts
+//! a thread that watches for the server's death, limits itself (address
+//! space, CPU time, no core dumps) before it reads anything, then answers
 //! requests from stdin until stdin closes, so it never outlives the server.
 //! A panic in a parser is caught and reported as a corrupt file; an abort,
 //! an allocation failure or a CPU-limit signal kills only this process.
