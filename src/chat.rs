@@ -157,6 +157,10 @@ pub fn start(
 const HISTORY_CHARS: usize = 6_000;
 
 async fn with_history(state: &AppState, mut request: AnswerRequest, stream: TokenSink) -> AnswerRequest {
+    request.stream = stream;
+    if !state.answerer.uses_history() {
+        return request;
+    }
     let (user_id, id) = (request.user_id.clone(), request.message_id.clone());
     match state
         .db
@@ -168,7 +172,6 @@ async fn with_history(state: &AppState, mut request: AnswerRequest, stream: Toke
             tracing::warn!(error = %err, "cannot load the conversation history; answering without it")
         }
     }
-    request.stream = stream;
     request
 }
 

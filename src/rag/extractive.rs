@@ -37,6 +37,11 @@ impl Answerer for Extractive {
             Ok(compose(&request.question, hits))
         })
     }
+
+    /// Quotes answer the question alone.
+    fn uses_history(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the answer: for each passage, its sentences that share the most

@@ -85,6 +85,13 @@ pub type AnswerFuture = Pin<Box<dyn Future<Output = Result<Answer, AnswerError>>
 /// the reply is cancelled, so implementations stop at their next `.await`.
 pub trait Answerer: Send + Sync + 'static {
     fn answer(&self, request: AnswerRequest) -> AnswerFuture;
+
+    /// Whether `answer` reads `AnswerRequest::history`: loading it is a
+    /// read per turn, skipped for providers that answer from the question
+    /// alone.
+    fn uses_history(&self) -> bool {
+        true
+    }
 }
 
 /// An answerer that never answers: the `test-hooks` build uses it to leave
