@@ -1,13 +1,24 @@
 //! Markdown: the text of headings, paragraphs, lists, tables and code,
 //! without markup; blocks end with a blank line so chunking keeps them.
+//! Front matter (a YAML metadata block) goes last: it stays searchable, and
+//! the document still opens with its own first heading, which chunking
+//! takes as the title.
 
-use pulldown_cmark::{Event, Options, Parser, TagEnd};
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
 pub fn to_text(source: &str) -> String {
     let options = Options::ENABLE_TABLES | Options::ENABLE_YAML_STYLE_METADATA_BLOCKS;
-    let mut out = String::with_capacity(source.len());
+    let mut body = String::with_capacity(source.len());
+    let mut metadata = String::new();
+    let mut in_metadata = false;
     for event in Parser::new_ext(source, options) {
+        let out = if in_metadata { &mut metadata } else { &mut body };
         match event {
+            Event::Start(Tag::MetadataBlock(_)) => in_metadata = true,
+            Event::End(TagEnd::MetadataBlock(_)) => {
+                in_metadata = false;
+                metadata.push_str("\n\n");
+            }
             Event::Text(text) | Event::Code(text) | Event::InlineMath(text) | Event::DisplayMath(text) => {
                 out.push_str(&text);
             }
@@ -20,13 +31,13 @@ pub fn to_text(source: &str) -> String {
                 | TagEnd::CodeBlock
                 | TagEnd::BlockQuote(_)
                 | TagEnd::Table
-                | TagEnd::List(_)
-                | TagEnd::MetadataBlock(_),
+                | TagEnd::List(_),
             ) => out.push_str("\n\n"),
             _ => {}
         }
     }
-    out
+    body.push_str(&metadata);
+    body
 }
 
 #[cfg(test)]
@@ -38,5 +49,19 @@ mod tests {
         assert!(text.contains("Some bold text."));
         assert!(text.contains("1 | 2"));
         assert!(!text.contains("**"));
+    }
+
+    #[test]
+    fn front_matter_follows_the_body() {
+        let text =
+            super::to_text("---\ntitle: Incident 2291\n---\n# Incident 2291: cache stampede\n\nBody.\n");
+        assert!(
+            text.starts_with("Incident 2291: cache stampede\n\nBody."),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("title: Incident 2291"),
+            "still searchable: {text:?}"
+        );
     }
 }
