@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -77,16 +77,32 @@ impl Generations {
     }
 }
 
+/// The end of a generation, for the request that started it.
+pub struct Finished {
+    signal: CancellationToken,
+    stored: Arc<OnceLock<Message>>,
+}
+
+impl Finished {
+    /// Waits until the generation has ended and its result is committed;
+    /// returns the reply as stored, or `None` when this generation did not
+    /// store a finished reply (cancelled, deleted, or taken over by a
+    /// retry): then only the database knows its state.
+    pub async fn wait(&self) -> Option<Message> {
+        self.signal.cancelled().await;
+        self.stored.get().cloned()
+    }
+}
+
 /// Starts generating `reply` (which is `pending` at `generation`) as a
-/// background task and returns the signal that fires when it has ended and
-/// its result is committed.
+/// background task.
 pub fn start(
     state: &AppState,
     user_id: &str,
     reply: &Message,
     question: String,
     generation: i64,
-) -> CancellationToken {
+) -> Finished {
     let cancel = CancellationToken::new();
     let done = CancellationToken::new();
     let by_user = Arc::new(AtomicBool::new(false));
@@ -109,7 +125,11 @@ pub fn start(
         stream: TokenSink::default(),
     };
     let task_state = state.clone();
-    let signal = done.clone();
+    let finished = Finished {
+        signal: done.clone(),
+        stored: Arc::new(OnceLock::new()),
+    };
+    let stored = Arc::clone(&finished.stored);
     state.generations.tracker.spawn(async move {
         let (message_id, user_id) = (request.message_id.clone(), request.user_id.clone());
         let mut streamer = Streamer::new(&task_state, &user_id, &message_id, generation);
@@ -134,7 +154,11 @@ pub fn start(
                     }
                     other => other,
                 };
-                store(&task_state, &user_id, &message_id, generation, outcome, &cancel).await;
+                if let Some(reply) =
+                    store(&task_state, &user_id, &message_id, generation, outcome, &cancel).await
+                {
+                    let _ = stored.set(reply);
+                }
             }
             None if by_user.load(Ordering::SeqCst) => streamer.store_cancelled().await,
             // Deleted, or shutting down: keep what streamed for the sweep.
@@ -150,7 +174,7 @@ pub fn start(
         drop(running);
         done.cancel();
     });
-    signal
+    finished
 }
 
 /// Characters of earlier turns given to the answer provider.
@@ -327,7 +351,8 @@ impl Streamer {
 
 /// Commits the outcome, retrying while the database refuses (full disk,
 /// locked): a reply must not spin while the process lives. If it never
-/// commits, the shutdown or start-up sweep marks it interrupted.
+/// commits, the shutdown or start-up sweep marks it interrupted. Returns the
+/// reply as stored (`None` if it was not, or a retry took it over).
 async fn store(
     state: &AppState,
     user_id: &str,
@@ -335,7 +360,7 @@ async fn store(
     generation: i64,
     outcome: Outcome,
     cancel: &CancellationToken,
-) {
+) -> Option<Message> {
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=STORE_ATTEMPTS {
         let (user, message_id, outcome) = (user_id.to_owned(), id.to_owned(), outcome.clone());
@@ -345,8 +370,8 @@ async fn store(
             .write(move |tx| db::messages::finish(tx, &user, &message_id, generation, outcome, now))
             .await;
         match written {
-            Ok(_) => return,
-            Err(db::Error::Closed) => return,
+            Ok(reply) => return reply,
+            Err(db::Error::Closed) => return None,
             Err(err) if attempt == STORE_ATTEMPTS => {
                 tracing::error!(error = %err, message_id = %id, "cannot store a finished reply; giving up");
             }
@@ -354,12 +379,13 @@ async fn store(
                 tracing::warn!(error = %err, message_id = %id, "cannot store a finished reply yet; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    () = cancel.cancelled() => return,
+                    () = cancel.cancelled() => return None,
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
+    None
 }
 
 /// Runs the answer provider in its own task, so a panic in it becomes an

@@ -96,7 +96,7 @@ async fn list(
 /// A turn after its commit: new (with its generation's done signal), or a
 /// repeat of an idempotent request.
 enum Started {
-    New(Box<(Message, Message)>, tokio_util::sync::CancellationToken),
+    New(Box<(Message, Message)>, chat::Finished),
     Repeat(Recorded),
 }
 
@@ -183,8 +183,7 @@ async fn create(
             if status == StatusCode::ACCEPTED {
                 return Ok(accepted(&sent, &reply));
             }
-            done.cancelled().await;
-            Ok(Json(current(&state, &user.id, &reply.id).await?).into_response())
+            Ok(Json(finished(&state, &user.id, &reply.id, &done).await?).into_response())
         }
         Started::Repeat(recorded) => {
             let ids: TurnIds = serde_json::from_str(&recorded.response).map_err(ApiError::internal)?;
@@ -207,6 +206,20 @@ fn accepted(sent: &Message, reply: &Message) -> Response {
         Json(json!({"user_message": sent, "assistant_message": reply})),
     )
         .into_response()
+}
+
+/// The reply once its generation has ended: as the generation stored it,
+/// or else as the database has it.
+async fn finished(
+    state: &AppState,
+    user_id: &str,
+    id: &str,
+    done: &chat::Finished,
+) -> Result<Message, ApiError> {
+    match done.wait().await {
+        Some(reply) => Ok(reply),
+        None => current(state, user_id, id).await,
+    }
 }
 
 async fn current(state: &AppState, user_id: &str, id: &str) -> Result<Message, ApiError> {
@@ -274,8 +287,7 @@ async fn retry(
     if prefers_async(&headers) {
         return Ok((StatusCode::ACCEPTED, Json(json!({"assistant_message": reply}))).into_response());
     }
-    done.cancelled().await;
-    Ok(Json(current(&state, &user.id, &reply.id).await?).into_response())
+    Ok(Json(finished(&state, &user.id, &reply.id, &done).await?).into_response())
 }
 
 /// `Prefer: respond-async` (a token of the comma-separated list).
