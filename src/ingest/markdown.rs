@@ -1,8 +1,10 @@
 //! Markdown: the text of headings, paragraphs, lists, tables and code,
 //! without markup; blocks end with a blank line so chunking keeps them.
-//! Front matter (a YAML metadata block) goes last: it stays searchable, and
-//! the document still opens with its own first heading, which chunking
-//! takes as the title.
+//! Front matter (a YAML metadata block that opens the file) goes last: it
+//! stays searchable, and the document still opens with its own first
+//! heading, which chunking takes as the title. pulldown-cmark also reads a
+//! later `---` ... `---` span as a metadata block; that text stays where it
+//! is.
 
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
@@ -10,14 +12,14 @@ pub fn to_text(source: &str) -> String {
     let options = Options::ENABLE_TABLES | Options::ENABLE_YAML_STYLE_METADATA_BLOCKS;
     let mut body = String::with_capacity(source.len());
     let mut metadata = String::new();
-    let mut in_metadata = false;
-    for event in Parser::new_ext(source, options) {
-        let out = if in_metadata { &mut metadata } else { &mut body };
+    let mut in_front_matter = false;
+    for (n, event) in Parser::new_ext(source, options).enumerate() {
+        let out = if in_front_matter { &mut metadata } else { &mut body };
         match event {
-            Event::Start(Tag::MetadataBlock(_)) => in_metadata = true,
+            Event::Start(Tag::MetadataBlock(_)) if n == 0 => in_front_matter = true,
             Event::End(TagEnd::MetadataBlock(_)) => {
-                in_metadata = false;
-                metadata.push_str("\n\n");
+                in_front_matter = false;
+                out.push_str("\n\n");
             }
             Event::Text(text) | Event::Code(text) | Event::InlineMath(text) | Event::DisplayMath(text) => {
                 out.push_str(&text);
@@ -63,5 +65,9 @@ mod tests {
             text.contains("title: Incident 2291"),
             "still searchable: {text:?}"
         );
+        // A later `---` span is not front matter: it stays in place.
+        let text = super::to_text("# Guide\n\nIntro.\n\n---\nPart two.\n\n---\n\nPart three.\n");
+        let (two, three) = (text.find("Part two"), text.find("Part three"));
+        assert!(two.is_some() && two < three, "{text:?}");
     }
 }
