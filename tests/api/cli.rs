@@ -326,13 +326,16 @@ async fn sigterm_stops_the_server_with_exit_code_0() {
 /// builtin `kill` the moment "listening" appears (the shortest delay a
 /// supervisor could have), then prints ragd's exit status.
 const SIGTERM_ON_LISTENING: &str = r#"
+set -eu
 dir=$1; bin=$2
 mkfifo "$dir/log"
 "$bin" --data-dir "$dir/data" --listen 127.0.0.1:0 >/dev/null 2>"$dir/log" &
 pid=$!
 while IFS= read -r line; do
+    printf '%s\n' "$line" >&2
     case "$line" in *listening*) kill -TERM "$pid" ;; esac
 done <"$dir/log"
+set +e
 wait "$pid"
 echo "exit=$?"
 "#;
@@ -344,21 +347,38 @@ async fn a_sigterm_sent_the_moment_listening_is_logged_drains_and_exits_0() {
     // signals killed the process (24 of 30 in a measurement).
     for attempt in 0..5 {
         let dir = tempfile::tempdir().expect("temp dir");
-        let output = Command::new("sh")
+        // The same environment as `ragd()`, and a process group of its
+        // own, so that a timeout can stop the script and ragd together.
+        let mut script = Command::new("sh");
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("RAGD_") {
+                script.env_remove(key);
+            }
+        }
+        let child = script
             .args(["-c", SIGTERM_ON_LISTENING, "sh"])
             .arg(dir.path())
             .arg(BIN)
             .env("NO_COLOR", "1")
-            .output();
-        let output = tokio::time::timeout(TIMEOUT, output)
-            .await
-            .expect("the script ends")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
             .expect("run sh");
+        let group = child.id().expect("the script runs");
+        let Ok(output) = tokio::time::timeout(TIMEOUT, child.wait_with_output()).await else {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .status();
+            panic!("attempt {attempt}: the script did not end within {TIMEOUT:?}");
+        };
+        let output = output.expect("wait for sh");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert_eq!(
             stdout.trim(),
             "exit=0",
-            "attempt {attempt}: ragd's exit after an immediate SIGTERM; stderr: {}",
+            "attempt {attempt}: ragd's exit after an immediate SIGTERM; its log: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
