@@ -264,16 +264,10 @@ mod tests {
     /// A migrated database holding, per user, one document with these
     /// chunks.
     fn database(corpus: &[(&str, Vec<String>)]) -> (tempfile::TempDir, Connection) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
-        super::super::migrate::run(&mut conn).expect("migrate");
+        let (dir, mut conn) = crate::db::testing::migrated();
         let tx = conn.transaction().expect("begin");
         for (user, chunks) in corpus {
-            tx.execute(
-                "INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?1, 'x', 0)",
-                [user],
-            )
-            .expect("user");
+            crate::db::testing::insert_user(&tx, user);
             let doc = format!("doc-{user}");
             tx.execute(
                 "INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256,

@@ -209,20 +209,15 @@ pub fn prune(conn: &Connection, before_ms: i64, keep_last: i64) -> Result<usize>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{migrate, new_id};
+    use crate::db::new_id;
+    use crate::db::testing::{insert_user, migrated};
 
     #[test]
     fn bulk_appends_keep_each_users_ids_gap_free_and_in_order() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
-        migrate::run(&mut conn).expect("migrate");
+        let (_dir, conn) = migrated();
         let users = [new_id(), new_id()];
         for u in &users {
-            conn.execute(
-                "INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?1, 'x', 0)",
-                [u],
-            )
-            .expect("user");
+            insert_user(&conn, u);
         }
         let subject = |id| Subject {
             id,

@@ -550,23 +550,12 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::db::{migrate, new_id};
-
-    fn open() -> (tempfile::TempDir, Connection) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
-        conn.pragma_update(None, "foreign_keys", "ON").expect("pragma");
-        migrate::run(&mut conn).expect("migrate");
-        (dir, conn)
-    }
+    use crate::db::new_id;
+    use crate::db::testing::{insert_user, migrated as open};
 
     fn user(conn: &Connection) -> String {
         let id = new_id();
-        conn.execute(
-            "INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?1, 'x', 0)",
-            [&id],
-        )
-        .expect("user");
+        insert_user(conn, &id);
         id
     }
 
@@ -597,12 +586,7 @@ mod tests {
 
     /// Runs `rescue` in a transaction; returns the count and the frames.
     fn run_rescue(conn: &Connection, which: Rescue, now: i64) -> (usize, Vec<Value>) {
-        let mut tx = Tx {
-            conn,
-            events: Vec::new(),
-            after_commit: Vec::new(),
-            publish: true,
-        };
+        let mut tx = Tx::new(conn);
         // In one transaction, as the writer runs it.
         conn.execute_batch("BEGIN").expect("begin");
         let count = rescue(&mut tx, which, now).expect("rescue");
@@ -764,12 +748,7 @@ mod tests {
         let (_dir, conn) = open();
         let u = user(&conn);
         job_in(&conn, &u, "running", 0, 10_000);
-        let mut tx = Tx {
-            conn: &conn,
-            events: Vec::new(),
-            after_commit: Vec::new(),
-            publish: true,
-        };
+        let mut tx = Tx::new(&conn);
         tx.store_only();
         assert_eq!(rescue(&mut tx, Rescue::All, 5_000).expect("rescue"), 1);
         assert!(tx.events.is_empty(), "nothing to publish");

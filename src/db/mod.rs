@@ -202,7 +202,17 @@ impl Deref for Tx<'_> {
     }
 }
 
-impl Tx<'_> {
+impl<'c> Tx<'c> {
+    /// A write on `conn`, whose events are published once it commits.
+    fn new(conn: &'c Connection) -> Tx<'c> {
+        Tx {
+            conn,
+            events: Vec::new(),
+            after_commit: Vec::new(),
+            publish: true,
+        }
+    }
+
     /// Runs `action` right after this write commits (never if it does not),
     /// whether or not the caller is still waiting.
     pub fn after_commit(&mut self, action: impl FnOnce() + Send + 'static) {
@@ -273,6 +283,31 @@ pub fn format_ms(ms: i64) -> String {
 /// A new opaque, time-ordered id (UUIDv7).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// What the storage layer's unit tests share.
+#[cfg(test)]
+mod testing {
+    use rusqlite::Connection;
+
+    /// A database file in a temp dir, migrated, with foreign keys on (as
+    /// every connection of the server has them).
+    pub fn migrated() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
+        conn.pragma_update(None, "foreign_keys", "ON").expect("pragma");
+        super::migrate::run(&mut conn).expect("migrate");
+        (dir, conn)
+    }
+
+    /// A user row with id (and email) `id`.
+    pub fn insert_user(conn: &Connection, id: &str) {
+        conn.execute(
+            "INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?1, 'x', 0)",
+            [id],
+        )
+        .expect("user");
+    }
 }
 
 #[cfg(test)]

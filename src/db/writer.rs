@@ -67,12 +67,7 @@ where
 {
     fn run(self: Box<Self>, conn: &Connection, publish: &Publisher) -> (bool, Completion) {
         let TypedJob { f, reply } = *self;
-        let mut tx = Tx {
-            conn,
-            events: Vec::new(),
-            after_commit: Vec::new(),
-            publish: true,
-        };
+        let mut tx = Tx::new(conn);
         match f(&mut tx) {
             Ok(value) => {
                 let (events, actions) = (tx.events, tx.after_commit);
