@@ -13,10 +13,7 @@ pub const UPDATED: &str = "conversation.updated";
 pub const DELETED: &str = "conversation.deleted";
 
 fn subject(id: &str) -> Subject<'_> {
-    Subject {
-        id,
-        conversation_id: Some(id),
-    }
+    Subject { id, scope: Some(id) }
 }
 
 #[derive(Debug, Clone, Serialize)]

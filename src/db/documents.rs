@@ -71,10 +71,7 @@ pub(super) fn document(row: &Row<'_>) -> rusqlite::Result<(Document, ListKey)> {
 /// Events about a document are grouped under its id, so deleting it can
 /// rewrite them (and its jobs' events) to tombstones.
 pub(crate) fn subject(id: &str) -> Subject<'_> {
-    Subject {
-        id,
-        conversation_id: Some(id),
-    }
+    Subject { id, scope: Some(id) }
 }
 
 /// Emits `document.status_updated` with the document as stored now.

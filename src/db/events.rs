@@ -28,11 +28,12 @@ fn envelope(id: i64, kind: &str, ts: &str, data: &str) -> String {
     text
 }
 
-/// What an event is about: the object, and the conversation it lives in
-/// (so deleting the conversation can rewrite its events).
+/// What an event is about: the object, and its scope, the conversation or
+/// document it belongs to (itself for a conversation or a document), so that
+/// deleting the scope can rewrite its events. `*.deleted` events have none.
 pub struct Subject<'a> {
     pub id: &'a str,
-    pub conversation_id: Option<&'a str>,
+    pub scope: Option<&'a str>,
 }
 
 /// An event about to be appended: its data serialized, its id not yet taken.
@@ -88,7 +89,7 @@ pub fn append_all(
         *next = last - count + 1;
     }
     let mut insert = conn.prepare_cached(
-        "INSERT INTO events (user_id, id, type, subject_id, conversation_id, data, created_at)
+        "INSERT INTO events (user_id, id, type, subject_id, scope_id, data, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let ts = format_ms(now);
@@ -106,7 +107,7 @@ pub fn append_all(
             id,
             event.kind,
             event.subject.id,
-            event.subject.conversation_id,
+            event.subject.scope,
             event.data,
             now
         ])?;
@@ -166,15 +167,15 @@ pub fn range(
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// Rewrites the stored events about `subject_id` and, when it is a
-/// conversation, about everything in it, to tombstones
+/// Rewrites the stored events of the scope `scope_id` (a conversation or a
+/// document, and everything in it) to tombstones
 /// `{"id": <object id>, "deleted": true}` keeping id, type and ts.
 #[instrument(skip_all)]
-pub fn tombstone(conn: &Connection, user_id: &str, subject_id: &str) -> Result<usize> {
+pub fn tombstone(conn: &Connection, user_id: &str, scope_id: &str) -> Result<usize> {
     Ok(conn.execute(
         "UPDATE events SET data = json_object('id', subject_id, 'deleted', json('true'))
-         WHERE user_id = ?1 AND (subject_id = ?2 OR conversation_id = ?2)",
-        params![user_id, subject_id],
+         WHERE user_id = ?1 AND scope_id = ?2",
+        params![user_id, scope_id],
     )?)
 }
 
@@ -188,23 +189,42 @@ pub fn tombstone_and_emit(
     now: i64,
 ) -> Result<()> {
     tombstone(tx, user_id, id)?;
-    let subject = Subject {
-        id,
-        conversation_id: None,
-    };
+    let subject = Subject { id, scope: None };
     tx.emit(user_id, kind, subject, &serde_json::json!({ "id": id }), now)
 }
 
-/// Deletes events older than `before_ms`, except each user's newest
-/// `keep_last`. Returns how many were deleted.
+/// Deletes each user's oldest events: those before the user's first event
+/// created at or after `before_ms`, keeping at least the newest `keep_last`.
+/// What stays is always the end of the user's sequence without a hole, even
+/// when timestamps are out of id order (a clock step), so a replay never
+/// skips an event. Returns how many were deleted.
 #[instrument(skip_all)]
 pub fn prune(conn: &Connection, before_ms: i64, keep_last: i64) -> Result<usize> {
-    Ok(conn.execute(
-        "DELETE FROM events WHERE created_at < ?1
-           AND id <= (SELECT event_seq FROM users WHERE users.id = events.user_id) - ?2",
-        params![before_ms, keep_last],
-    )?)
+    // Per user, the first id to keep. Its search walks the user's oldest
+    // events in id order (primary key) and stops at the first recent one,
+    // so it reads about as many rows as it deletes.
+    let bounds: Vec<(String, i64)> = conn
+        .prepare_cached(PRUNE_BOUNDS)?
+        .query_map(
+            rusqlite::named_params! {":before": before_ms, ":keep": keep_last},
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut delete = conn.prepare_cached("DELETE FROM events WHERE user_id = ?1 AND id < ?2")?;
+    let mut deleted = 0;
+    for (user_id, first_kept) in bounds {
+        deleted += delete.execute(params![user_id, first_kept])?;
+    }
+    Ok(deleted)
 }
+
+/// For each user with more than `:keep` events: the first id `prune` keeps.
+const PRUNE_BOUNDS: &str = "SELECT u.id, coalesce(
+        (SELECT e.id FROM events AS e
+         WHERE e.user_id = u.id AND e.id <= u.event_seq - :keep AND e.created_at >= :before
+         ORDER BY e.id LIMIT 1),
+        u.event_seq - :keep + 1)
+    FROM users AS u WHERE u.event_seq > :keep";
 
 #[cfg(test)]
 mod tests {
@@ -219,10 +239,7 @@ mod tests {
         for u in &users {
             insert_user(&conn, u);
         }
-        let subject = |id| Subject {
-            id,
-            conversation_id: None,
-        };
+        let subject = |id| Subject { id, scope: None };
         let first = NewEvent::new(&users[1], "a", subject("s0"), &0).expect("event");
         append_all(&conn, vec![first], 1, true).expect("append one");
         let events = (1..=5)
@@ -240,5 +257,63 @@ mod tests {
         let stored = range(&conn, u1, 0, 4, 10).expect("range");
         let stored: Vec<&str> = stored.iter().map(|f| f.text.as_str()).collect();
         assert_eq!(stored[1..], [&frames[0].text, &frames[2].text, &frames[4].text]);
+    }
+
+    /// Appends one event per timestamp for `user_id` (ids 1, 2, ...).
+    fn append_at(conn: &Connection, user_id: &str, timestamps: &[i64]) {
+        for &ts in timestamps {
+            let event = NewEvent::new(user_id, "t", Subject { id: "s", scope: None }, &ts).expect("event");
+            append_all(conn, vec![event], ts, false).expect("append");
+        }
+    }
+
+    fn kept_ids(conn: &Connection, user_id: &str) -> Vec<i64> {
+        range(conn, user_id, 0, i64::MAX, 100)
+            .expect("range")
+            .iter()
+            .map(|f| f.id)
+            .collect()
+    }
+
+    #[test]
+    fn pruning_keeps_an_unbroken_end_of_each_users_sequence() {
+        let (_dir, conn) = migrated();
+        let (a, b) = (new_id(), new_id());
+        insert_user(&conn, &a);
+        insert_user(&conn, &b);
+        // Event 4 is stamped before event 3 (a clock step back): deleting
+        // it by age alone would leave a hole that a replay from 2 skips.
+        append_at(&conn, &a, &[10, 20, 50, 40, 60, 70]);
+        append_at(&conn, &b, &[10, 20, 30]);
+
+        let deleted = prune(&conn, 45, 1).expect("prune");
+
+        assert_eq!(kept_ids(&conn, &a), [3, 4, 5, 6]);
+        // Everything of b is old: only its newest `keep_last` stays.
+        assert_eq!(kept_ids(&conn, &b), [3]);
+        assert_eq!(deleted, 4);
+        assert_eq!(prune(&conn, 45, 1).expect("again"), 0);
+        assert_eq!(prune(&conn, 1_000, 2).expect("later"), 2);
+        assert_eq!(kept_ids(&conn, &a), [5, 6]);
+        assert_eq!(oldest(&conn, &a).expect("oldest"), Some(5));
+    }
+
+    #[test]
+    fn pruning_finds_each_users_old_events_through_the_primary_key() {
+        let (_dir, conn) = migrated();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_BOUNDS}"))
+            .expect("explain")
+            .query_map(rusqlite::named_params! {":before": 0, ":keep": 0}, |r| {
+                r.get::<_, String>(3)
+            })
+            .expect("plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("SEARCH e USING PRIMARY KEY (user_id=? AND id<?)")),
+            "{plan:?}"
+        );
     }
 }

@@ -113,7 +113,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Job> {
 fn subject(job: &Job) -> Subject<'_> {
     Subject {
         id: &job.id,
-        conversation_id: Some(&job.document_id),
+        scope: Some(&job.document_id),
     }
 }
 

@@ -94,7 +94,7 @@ fn emit(tx: &mut Tx<'_>, kind: &'static str, user_id: &str, m: &Message, now: i6
         kind,
         Subject {
             id: &m.id,
-            conversation_id: Some(&m.conversation_id),
+            scope: Some(&m.conversation_id),
         },
         m,
         now,
@@ -454,7 +454,7 @@ pub fn interrupt_unfinished(tx: &mut Tx<'_>, now: i64) -> Result<usize> {
         .map(|row| {
             let subject = Subject {
                 id: &row.message.id,
-                conversation_id: Some(&row.message.conversation_id),
+                scope: Some(&row.message.conversation_id),
             };
             NewEvent::new(&row.user_id, STATUS_UPDATED, subject, &row.message)
         })

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_documents.sql"),
     include_str!("migrations/004_batched_index.sql"),
     include_str!("migrations/005_chunk_context.sql"),
+    include_str!("migrations/006_event_indexes.sql"),
 ];
 
 /// Brings the database to the newest version in one IMMEDIATE transaction.
@@ -60,15 +61,21 @@ mod tests {
         assert_eq!(problems, 0);
     }
 
-    #[test]
-    fn chunks_indexed_before_version_5_stay_searchable_and_deletable() {
+    /// A database migrated to `version` only.
+    fn at_version(version: usize) -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
-        for (index, sql) in MIGRATIONS[..4].iter().enumerate() {
+        let conn = Connection::open(dir.path().join("t.db")).expect("open");
+        for (index, sql) in MIGRATIONS[..version].iter().enumerate() {
             conn.execute_batch(sql).expect("migration");
             conn.pragma_update(None, "user_version", index as i64 + 1)
                 .expect("version");
         }
+        (dir, conn)
+    }
+
+    #[test]
+    fn chunks_indexed_before_version_5_stay_searchable_and_deletable() {
+        let (_dir, mut conn) = at_version(4);
         conn.execute_batch(
             "INSERT INTO users (id, email, password_hash, created_at) VALUES ('u', 'u', 'x', 0);
              INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256,
@@ -105,6 +112,44 @@ mod tests {
             [],
         )
         .expect("the index matches the chunks after the delete");
+    }
+
+    #[test]
+    fn events_stored_before_version_6_are_tombstoned_with_their_scope() {
+        let (_dir, mut conn) = at_version(5);
+        conn.execute_batch(
+            "INSERT INTO users (id, email, password_hash, event_seq, created_at) VALUES ('u', 'u', 'x', 4, 0);
+             INSERT INTO events (user_id, id, type, subject_id, conversation_id, data, created_at)
+             VALUES ('u', 1, 'conversation.created', 'c', 'c', '{\"id\":\"c\",\"title\":\"t\"}', 0),
+                    ('u', 2, 'message.created', 'm', 'c', '{\"id\":\"m\",\"content\":\"hi\"}', 0),
+                    ('u', 3, 'document.created', 'd', 'd', '{\"id\":\"d\",\"filename\":\"f\"}', 0),
+                    ('u', 4, 'job.status_updated', 'j', 'd', '{\"id\":\"j\",\"status\":\"queued\"}', 0);",
+        )
+        .expect("a version 5 database with events");
+
+        run(&mut conn).expect("migrate to version 6");
+        let data = |conn: &Connection| -> Vec<String> {
+            let mut statement = conn
+                .prepare("SELECT data FROM events WHERE user_id = 'u' ORDER BY id")
+                .expect("prepare");
+            let rows = statement.query_map([], |r| r.get(0)).expect("query");
+            rows.collect::<rusqlite::Result<_>>().expect("rows")
+        };
+        crate::db::events::tombstone(&conn, "u", "c").expect("tombstone the conversation");
+        let after = data(&conn);
+        assert_eq!(
+            after[..2],
+            [r#"{"id":"c","deleted":true}"#, r#"{"id":"m","deleted":true}"#]
+        );
+        assert_eq!(
+            after[2], r#"{"id":"d","filename":"f"}"#,
+            "another scope is untouched"
+        );
+        crate::db::events::tombstone(&conn, "u", "d").expect("tombstone the document");
+        assert_eq!(
+            data(&conn)[2..],
+            [r#"{"id":"d","deleted":true}"#, r#"{"id":"j","deleted":true}"#]
+        );
     }
 
     #[test]
