@@ -160,6 +160,14 @@ impl App {
         let stopping = state.stopping.clone();
         let sweeper = tokio::spawn(sweep_periodically(state.clone()));
         let workers = crate::worker::spawn(&state);
+        // Every response and frame is written whole and flushed at once:
+        // Nagle's algorithm would only hold the next small write back until
+        // the peer's (possibly delayed) ACK arrives.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, service)
             .with_graceful_shutdown(stopping.clone().cancelled_owned())
             .into_future();
