@@ -10,7 +10,7 @@
 //! of its chunks carries the title as its `context`, which is indexed with
 //! it (see `db::chunks`) but is not part of its text.
 
-use text_splitter::{ChunkConfig, TextSplitter};
+use text_splitter::{Characters, ChunkConfig, TextSplitter};
 
 use crate::db::jobs::ChunkText;
 
@@ -50,13 +50,70 @@ fn title(text: &str) -> Option<(&str, usize)> {
     is_heading.then_some((line, start + line_end + 1))
 }
 
+/// text-splitter looks ahead to the next boundary of every level for each
+/// chunk it makes, so a long stretch without blank lines (text extracted
+/// from a PDF, a log, a file that is one line) took time quadratic in its
+/// length: 1.6 MB without a line break took 16 s, a 50 MB upload would have
+/// taken hours. A longer text is therefore chunked in sections of at most
+/// this many chunks' worth of bytes, each cut at the strongest boundary
+/// near its end (see `section_end`). A chunk never spans two sections, and
+/// the first chunk of a section does not overlap the last of the one before.
+const SECTION_CHUNKS: usize = 16;
+
 /// `text` split into chunks, offsets counted from `first_char`.
 fn split(text: &str, first_char: usize, size: usize, overlap: usize) -> Vec<ChunkText> {
     let config = ChunkConfig::new(size)
         .with_overlap(overlap.min(size - 1))
         .unwrap_or_else(|_| ChunkConfig::new(size));
     let splitter = TextSplitter::new(config);
+    let max_section = size.saturating_mul(SECTION_CHUNKS).max(1);
     let mut chunks = Vec::new();
+    let (mut start, mut start_char) = (0, first_char);
+    while start < text.len() {
+        let end = section_end(text, start, max_section);
+        let section = &text[start..end];
+        split_section(&splitter, section, start_char, &mut chunks);
+        start_char += section.chars().count();
+        start = end;
+    }
+    chunks
+}
+
+/// The end (a byte offset) of the section of `text` that starts at `start`:
+/// the end of the text when it is near, otherwise the last blank line,
+/// else line break, else sentence end, else space, in the second half of
+/// the next `max` bytes (a hard cut when there is none).
+fn section_end(text: &str, start: usize, max: usize) -> usize {
+    if text.len() - start <= max {
+        return text.len();
+    }
+    let mut limit = start + max;
+    while !text.is_char_boundary(limit) {
+        limit -= 1;
+    }
+    let mut half = start + max / 2;
+    while !text.is_char_boundary(half) {
+        half -= 1;
+    }
+    let window = &text[half..limit];
+    let found = ["\n\n", "\n", ". ", "? ", "! ", " "]
+        .iter()
+        .find_map(|boundary| window.rfind(boundary).map(|at| at + boundary.len()));
+    match found {
+        Some(at) => half + at,
+        // A run of max / 2 bytes without a space: cut anywhere.
+        None if limit > start => limit,
+        None => start + text[start..].chars().next().map_or(1, char::len_utf8),
+    }
+}
+
+/// Chunks one section, its offsets counted from `first_char`.
+fn split_section(
+    splitter: &TextSplitter<Characters>,
+    text: &str,
+    first_char: usize,
+    chunks: &mut Vec<ChunkText>,
+) {
     // Byte offsets to character offsets, walking forward once.
     let (mut byte, mut chars) = (0usize, first_char);
     for (offset, piece) in splitter.chunk_indices(text) {
@@ -75,7 +132,6 @@ fn split(text: &str, first_char: usize, size: usize, overlap: usize) -> Vec<Chun
             context: String::new(),
         });
     }
-    chunks
 }
 
 #[cfg(test)]
@@ -152,5 +208,57 @@ mod tests {
         // Only blank lines after the first line: no body, no title.
         let lone = super::chunk(&format!("{}\n\n  \n", "Word ".repeat(100)), 300, 40);
         assert!(lone.iter().all(|c| c.context.is_empty()), "{lone:?}");
+    }
+
+    #[test]
+    fn a_long_text_without_line_breaks_is_chunked_whole_in_sections() {
+        // 150 chunks' worth of words and no newline: several sections.
+        let words: Vec<String> = (0..30_000).map(|n| format!("w{n}")).collect();
+        let text = words.join(" ");
+        let chunks = super::chunk(&text, 1000, 150);
+        let mut next = 0;
+        for c in &chunks {
+            assert!(c.text.chars().count() <= 1000);
+            assert_eq!(slice(&text, c.start, c.end), c.text);
+            // In order, overlapping at most, never skipping a word.
+            let first: usize = c
+                .text
+                .split(' ')
+                .next()
+                .and_then(|w| w[1..].parse().ok())
+                .expect("a word");
+            assert!(first <= next, "chunk at {} skips words {next}..{first}", c.start);
+            next = c
+                .text
+                .rsplit(' ')
+                .next()
+                .and_then(|w| w[1..].parse::<usize>().ok())
+                .expect("a word")
+                + 1;
+        }
+        assert_eq!(next, words.len(), "the last word is in the last chunk");
+    }
+
+    #[test]
+    fn sections_cut_where_the_splitter_breaks_anyway() {
+        // Paragraphs of about 0.7 chunk: every chunk is one paragraph,
+        // whether the text is chunked whole or in sections.
+        let paragraphs: Vec<String> = (0..200)
+            .map(|n| format!("Paragraph {n} says {}", "something plain. ".repeat(40)))
+            .collect();
+        let text = paragraphs.join("\n\n");
+        assert!(text.len() > 4 * super::SECTION_CHUNKS * 1000, "several sections");
+        let sectioned = super::chunk(&text, 1000, 150);
+        let config = text_splitter::ChunkConfig::new(1000)
+            .with_overlap(150)
+            .expect("config");
+        let whole: Vec<(usize, &str)> = text_splitter::TextSplitter::new(config)
+            .chunk_indices(&text)
+            .collect();
+        assert_eq!(sectioned.len(), whole.len());
+        for (ours, (offset, theirs)) in sectioned.iter().zip(&whole) {
+            assert_eq!(ours.text, *theirs);
+            assert_eq!(ours.start as usize, text[..*offset].chars().count());
+        }
     }
 }
