@@ -23,6 +23,7 @@ use crate::db::{self, Db};
 use crate::lock::DataDirLock;
 use crate::rag::{Answerer, Extractive, OpenAi};
 use crate::realtime::{Hub, Tickets};
+use crate::reserve::DiskReserve;
 
 /// Shared state of every request: cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -41,6 +42,8 @@ pub struct Shared {
     pub worker: crate::worker::Control,
     /// Where uploaded originals live: `<data-dir>/files/<document id>`.
     pub files_dir: PathBuf,
+    /// Space kept free for deletions on a full disk.
+    pub reserve: DiskReserve,
     /// Cancelled when shutdown begins: sockets close with 1012.
     pub stopping: CancellationToken,
 }
@@ -49,6 +52,27 @@ impl Deref for AppState {
     type Target = Shared;
     fn deref(&self) -> &Shared {
         &self.0
+    }
+}
+
+impl AppState {
+    /// A write that frees space (deleting a document, a conversation, an
+    /// account). On a full disk it would fail like any other: then the disk
+    /// reserve is released, the WAL checkpointed and truncated, and the write
+    /// runs once more.
+    pub async fn write_to_free_space<T, F>(&self, f: F) -> db::Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut db::Tx<'_>) -> db::Result<T> + Clone + Send + 'static,
+    {
+        match self.db.write(f.clone()).await {
+            Err(db::Error::DiskFull) => {
+                self.reserve.release().await;
+                self.db.checkpoint().await;
+                self.db.write(f).await
+            }
+            other => other,
+        }
     }
 }
 
@@ -117,6 +141,13 @@ impl App {
 
         let files_dir = config.data_dir.join("files");
         startup_sweep(&db, &files_dir).await?;
+        let reserve = DiskReserve::new(&config.data_dir, config.disk_reserve_mb.saturating_mul(1 << 20));
+        if !reserve.ensure().await {
+            tracing::warn!(
+                mib = config.disk_reserve_mb,
+                "no room for the disk reserve yet: on a full disk, deletions may fail until there is"
+            );
+        }
 
         let answerer: Arc<dyn Answerer> = match (&hooks.answerer, config.llm_provider) {
             (Some(answerer), _) => answerer.clone(),
@@ -139,6 +170,7 @@ impl App {
             hooks,
             worker: crate::worker::Control::default(),
             files_dir,
+            reserve,
             stopping: CancellationToken::new(),
             db,
             config,
@@ -326,6 +358,7 @@ async fn sweep_periodically(state: AppState) {
             Err(err) => tracing::warn!(error = %err, "periodic sweep failed"),
         }
         merge_index(&state).await;
+        state.reserve.ensure().await;
         let wal = state.config.data_dir.join("ragd.db-wal");
         state.db.checkpoint_if_larger(&wal, WAL_CHECKPOINT_BYTES).await;
     }

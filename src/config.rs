@@ -97,6 +97,12 @@ pub struct Config {
     #[arg(long, env = "RAGD_MAX_UPLOAD_MB", default_value_t = 50, value_name = "MIB")]
     pub max_upload_mb: u64,
 
+    /// Disk space kept in reserve in the data dir, in MiB (0: none): on a
+    /// full disk it is released so that deleting documents and conversations
+    /// still works.
+    #[arg(long, env = "RAGD_DISK_RESERVE_MB", default_value_t = 16, value_name = "MIB")]
+    pub disk_reserve_mb: u64,
+
     /// Document worker tasks (each with its own parser process).
     #[arg(long, env = "RAGD_WORKERS", default_value_t = 2, value_name = "N")]
     pub workers: u32,

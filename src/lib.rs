@@ -11,6 +11,7 @@ pub mod error;
 pub mod ingest;
 pub mod rag;
 pub mod realtime;
+pub mod reserve;
 pub mod telemetry;
 pub mod worker;
 

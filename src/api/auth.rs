@@ -182,9 +182,9 @@ async fn delete_account(
     let id = user.id.clone();
     let hub = state.hub.clone();
     state
-        .db
-        .write(move |tx| {
+        .write_to_free_space(move |tx| {
             db::users::delete(tx, &id)?;
+            let (hub, id) = (hub.clone(), id.clone());
             tx.after_commit(move || hub.close_user(&id, close::REVOKED, "account deleted"));
             Ok(())
         })

@@ -139,8 +139,7 @@ async fn remove(
     let now = db::now_ms();
     let conversation_id = id.clone();
     state
-        .db
-        .write(move |tx| db::conversations::delete(tx, &user.id, &conversation_id, now))
+        .write_to_free_space(move |tx| db::conversations::delete(tx, &user.id, &conversation_id, now))
         .await?;
     // A reply being generated in it is cancelled (its row is gone already).
     state.generations.cancel_conversation(&id);

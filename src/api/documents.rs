@@ -126,8 +126,7 @@ async fn remove(
     let now = db::now_ms();
     let document_id = id.clone();
     state
-        .db
-        .write(move |tx| documents::delete(tx, &user.id, &document_id, now))
+        .write_to_free_space(move |tx| documents::delete(tx, &user.id, &document_id, now))
         .await?;
     state.worker.cancel_document(&id);
     remove_file(&state.files_dir.join(&id)).await;

@@ -174,6 +174,11 @@ impl Db {
         }
     }
 
+    /// Checkpoints the WAL and truncates it, after the writes queued so far.
+    pub async fn checkpoint(&self) {
+        self.writer.checkpoint().await;
+    }
+
     /// Stops the writer after the writes already queued, and waits for it.
     pub async fn close(&self) {
         self.writer.close().await;

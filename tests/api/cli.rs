@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::helpers::PASSWORD;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ragd");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ragd");
 /// Longest wait for a process to start, answer or exit.
 const TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(10);
@@ -22,7 +22,12 @@ const POLL: Duration = Duration::from_millis(10);
 /// `ragd` with a clean environment: no `RAGD_*` from the caller, no colours,
 /// default log level.
 pub(crate) fn ragd() -> Command {
-    let mut command = Command::new(BIN);
+    without_caller_settings(Command::new(BIN))
+}
+
+/// `command` (ragd, or a program that execs it) with the environment of
+/// [`ragd`].
+pub(crate) fn without_caller_settings(mut command: Command) -> Command {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("RAGD_") {
             command.env_remove(key);
@@ -114,8 +119,14 @@ impl Server {
                 "--listen",
                 "127.0.0.1:0",
             ])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null());
+            .envs(env.iter().copied());
+        Server::spawn(command).await
+    }
+
+    /// Starts `command`, which runs ragd listening on 127.0.0.1:0, and
+    /// waits until it listens.
+    pub(crate) async fn spawn(mut command: Command) -> Server {
+        command.stdout(Stdio::null());
         let mut child = command.spawn().expect("start the ragd binary");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
@@ -194,7 +205,7 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    async fn terminate(&mut self) -> ExitStatus {
+    pub(crate) async fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().expect("the server is still running");
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])

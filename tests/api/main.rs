@@ -13,6 +13,7 @@ mod cli;
 mod conversations;
 #[cfg(feature = "test-hooks")]
 mod crash;
+mod disk_full;
 mod documents;
 mod errors;
 mod ingest;

@@ -1,0 +1,167 @@
+//! A full disk, for real: the binary runs with its data dir on a small
+//! tmpfs, mounted in a private mount namespace (`unshare`, util-linux) that
+//! lives and dies with the process, so nothing is mounted on the host.
+//! Uploads that do not fit are 507 with nothing stored; the server keeps
+//! serving; deleting documents still works (the disk reserve), and once
+//! space is freed the next upload goes through to `ready`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use crate::cli::{BIN, Server, without_caller_settings};
+use crate::doc_helpers::{BOUNDARY, multipart};
+use crate::helpers::PASSWORD;
+
+/// Size of the tmpfs: room for the database, the reserve and a few uploads.
+const DISK_KIB: u32 = 3 * 1024;
+/// `--disk-reserve-mb`.
+const RESERVE_MIB: u32 = 1;
+/// Each upload: 400 KB of text, so that the disk fills within a few.
+const UPLOAD_BYTES: usize = 400_000;
+
+/// ragd serving a data dir on a fresh tmpfs of `DISK_KIB` under `dir`.
+async fn on_a_small_disk(dir: &std::path::Path) -> Server {
+    // `-r` maps the caller to root in a new user namespace, which may mount
+    // a tmpfs in its own mount namespace (`-m`) with or without real root.
+    let script = r#"mount -t tmpfs -o size="$1"k ragd-test "$0" &&
+        exec "$2" --data-dir "$0/data" --listen 127.0.0.1:0 --disk-reserve-mb "$3""#;
+    let mut command = without_caller_settings(Command::new("unshare"));
+    command
+        .args(["-r", "-m", "sh", "-c", script])
+        .arg(dir)
+        .arg(DISK_KIB.to_string())
+        .arg(BIN)
+        .arg(RESERVE_MIB.to_string());
+    Server::spawn(command).await
+}
+
+async fn upload(client: &reqwest::Client, server: &Server, token: &str, n: usize) -> reqwest::Response {
+    let text = format!("upload {n} ").repeat(UPLOAD_BYTES / 10);
+    client
+        .post(server.url("/api/documents"))
+        .bearer_auth(token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(multipart(&format!("f{n}.txt"), "text/plain", text.as_bytes()))
+        .send()
+        .await
+        .expect("reach the server")
+}
+
+async fn documents(client: &reqwest::Client, server: &Server, token: &str) -> Vec<Value> {
+    let body: Value = client
+        .get(server.url("/api/documents?limit=100"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("reach the server")
+        .json()
+        .await
+        .expect("a JSON list");
+    body["items"].as_array().expect("items").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is_freed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = on_a_small_disk(dir.path()).await;
+    let client = reqwest::Client::new();
+    let registered: Value = client
+        .post(server.url("/api/auth/register"))
+        .json(&json!({"email": "full@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("a JSON body");
+    let token = registered["token"].as_str().expect("a token").to_owned();
+
+    let mut accepted = Vec::new();
+    let full = loop {
+        let n = accepted.len();
+        assert!(
+            n < 3 * DISK_KIB as usize * 1024 / UPLOAD_BYTES,
+            "{n} uploads of {UPLOAD_BYTES} bytes fitted on a {DISK_KIB} KiB disk"
+        );
+        let response = upload(&client, &server, &token, n).await;
+        match response.status() {
+            StatusCode::CREATED => {
+                let doc: Value = response.json().await.expect("a document");
+                accepted.push(doc["id"].as_str().expect("an id").to_owned());
+            }
+            StatusCode::INSUFFICIENT_STORAGE => break response,
+            other => panic!(
+                "upload {n}: {other} {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    };
+    assert!(!accepted.is_empty(), "the first upload fits");
+    let retry_after = full.headers().get("retry-after").cloned();
+    let body: Value = full.json().await.expect("an error body");
+    assert_eq!(body["error"]["code"], json!("insufficient_storage"), "{body}");
+    assert!(retry_after.is_some(), "507 says when to retry");
+
+    // Nothing of the refused upload was kept; the server keeps serving.
+    let listed: Vec<String> = documents(&client, &server, &token)
+        .await
+        .iter()
+        .map(|d| d["id"].as_str().expect("an id").to_owned())
+        .collect();
+    let mut expected = accepted.clone();
+    expected.reverse();
+    assert_eq!(listed, expected, "exactly the accepted uploads, newest first");
+    let health = client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("reach the server");
+    assert_eq!(health.status(), StatusCode::OK);
+
+    // Deleting still works on the full disk (the first delete uses the
+    // reserve), and freeing space lets the next upload through, all the
+    // way to ready.
+    for id in &accepted {
+        let deleted = client
+            .delete(server.url(&format!("/api/documents/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("reach the server");
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT, "delete {id}");
+    }
+    let response = upload(&client, &server, &token, 99).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "an upload after freeing space"
+    );
+    let doc: Value = response.json().await.expect("a document");
+    let id = doc["id"].as_str().expect("an id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let docs = documents(&client, &server, &token).await;
+        let status = docs
+            .iter()
+            .find(|d| d["id"] == json!(id))
+            .map(|d| d["status"].clone())
+            .expect("the new document is listed");
+        if status == json!("ready") {
+            break;
+        }
+        assert_ne!(status, json!("failed"), "{docs:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upload after freeing space is not ready within 60 s: {status}; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.terminate().await.code(), Some(0));
+}
