@@ -49,8 +49,9 @@ type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 
 /// A queued write, type-erased so one channel carries writes of any result.
 trait Job: Send {
-    /// Runs inside the batch's transaction; says whether it succeeded.
-    fn run(self: Box<Self>, conn: &Connection, publish: &Publisher) -> (bool, Completion);
+    /// Runs inside the batch's transaction; says whether it succeeded (and
+    /// if not, with a copy of its error).
+    fn run(self: Box<Self>, conn: &Connection, publish: &Publisher) -> (Result<()>, Completion);
     /// The write could not run at all.
     fn abort(self: Box<Self>, err: Error);
 }
@@ -65,7 +66,7 @@ where
     T: Send + 'static,
     F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection, publish: &Publisher) -> (bool, Completion) {
+    fn run(self: Box<Self>, conn: &Connection, publish: &Publisher) -> (Result<()>, Completion) {
         let TypedJob { f, reply } = *self;
         let mut tx = Tx::new(conn);
         match f(&mut tx) {
@@ -73,7 +74,7 @@ where
                 let (events, actions) = (tx.events, tx.after_commit);
                 let publish = Arc::clone(publish);
                 (
-                    true,
+                    Ok(()),
                     Box::new(move |committed: Result<()>| {
                         if committed.is_ok() {
                             if !events.is_empty() {
@@ -86,7 +87,7 @@ where
                 )
             }
             Err(err) => (
-                false,
+                Err(err.duplicate()),
                 Box::new(move |_| {
                     let _ = reply.send(Err(err));
                 }),
@@ -163,7 +164,9 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
             Some(Msg::Checkpoint) => checkpoint = true,
             Some(Msg::Stop) | None => stop = true,
         }
-        while !stop && batch.len() < MAX_BATCH {
+        // A checkpoint ends the batch: the writes queued after it run after
+        // it (a delete retried on a full disk counts on the space it frees).
+        while !stop && !checkpoint && batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Msg::Job(job)) => batch.push(job),
                 Ok(Msg::Checkpoint) => checkpoint = true,
@@ -198,32 +201,46 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
 }
 
 fn commit_batch(conn: &Connection, publish: &Publisher, jobs: impl Iterator<Item = Box<dyn Job>>) {
-    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let err = Error::from(err);
-        tracing::error!(error = %err, "cannot begin a write transaction");
+    let mut jobs = jobs;
+    if let Err(err) = begin(conn) {
         jobs.for_each(|job| job.abort(err.duplicate()));
         return;
     }
     let mut completions: Vec<Completion> = Vec::new();
-    for job in jobs {
+    while let Some(job) = jobs.next() {
         if let Err(err) = conn.execute_batch("SAVEPOINT job") {
             job.abort(Error::from(err));
             continue;
         }
-        match catch_unwind(AssertUnwindSafe(|| job.run(conn, publish))) {
-            Ok((true, completion)) => {
+        let failed = match catch_unwind(AssertUnwindSafe(|| job.run(conn, publish))) {
+            Ok((Ok(()), completion)) => {
                 let _ = conn.execute_batch("RELEASE job");
                 completions.push(completion);
+                continue;
             }
-            Ok((false, completion)) => {
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Ok((Err(err), completion)) => {
                 completions.push(completion);
+                err
             }
             Err(_) => {
                 // The reply went down with the job: its caller sees a failure.
                 tracing::error!("a write panicked; its changes were rolled back");
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                Error::Other("a write panicked".into())
             }
+        };
+        if conn.is_autocommit() {
+            // SQLite rolled back the whole transaction, not just the failed
+            // statement (it may on a full disk or an I/O error): the writes
+            // before this one are lost too, and must not be answered as
+            // committed. The rest of the batch starts a new transaction.
+            tracing::error!(error = %failed, "a failed write rolled back its batch");
+            completions.drain(..).for_each(|c| c(Err(failed.duplicate())));
+            if let Err(err) = begin(conn) {
+                jobs.for_each(|job| job.abort(err.duplicate()));
+                return;
+            }
+        } else {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
         }
     }
     // New chunks enter the search index once per batch (one FTS5 segment),
@@ -234,8 +251,79 @@ fn commit_batch(conn: &Connection, publish: &Publisher, jobs: impl Iterator<Item
         Ok(()) => completions.into_iter().for_each(|c| c(Ok(()))),
         Err(err) => {
             tracing::error!(error = %err, "commit failed; the batch was rolled back");
-            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
             completions.into_iter().for_each(|c| c(Err(err.duplicate())));
         }
+    }
+}
+
+fn begin(conn: &Connection) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|err| {
+        let err = Error::from(err);
+        tracing::error!(error = %err, "cannot begin a write transaction");
+        err
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that inserts `bytes` zero bytes as row `name` of `t`.
+    fn insert(name: &'static str, bytes: i64) -> (Box<dyn Job>, oneshot::Receiver<Result<()>>) {
+        let (reply, done) = oneshot::channel();
+        let f = move |tx: &mut Tx<'_>| -> Result<()> {
+            tx.execute(
+                "INSERT INTO t (name, body) VALUES (?1, zeroblob(?2))",
+                rusqlite::params![name, bytes],
+            )?;
+            Ok(())
+        };
+        (Box::new(TypedJob { f, reply }), done)
+    }
+
+    #[test]
+    fn every_answer_of_a_batch_matches_what_was_committed_when_the_disk_fills() {
+        let (_dir, conn) = super::super::testing::migrated();
+        conn.execute_batch("CREATE TABLE t (name TEXT, body BLOB)")
+            .expect("table");
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .expect("pages");
+        // The database may grow by 64 pages: a full disk, as SQLite sees it.
+        conn.pragma_update(None, "max_page_count", pages + 64)
+            .expect("limit");
+        let publish: Publisher = Arc::new(|_| {});
+        let (jobs, replies): (Vec<_>, Vec<_>) = [
+            insert("a", 1_000),
+            insert("big", 4 << 20),
+            insert("c", 1_000),
+            insert("d", 1_000),
+        ]
+        .into_iter()
+        .unzip();
+
+        commit_batch(&conn, &publish, jobs.into_iter());
+
+        let answers: Vec<(&str, bool)> = ["a", "big", "c", "d"]
+            .into_iter()
+            .zip(replies)
+            .map(|(name, mut done)| (name, done.try_recv().expect("answered").is_ok()))
+            .collect();
+        assert!(!answers[1].1, "the write that does not fit fails");
+        for (name, answered_ok) in answers {
+            let stored: bool = conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM t WHERE name = ?1)", [name], |r| {
+                    r.get(0)
+                })
+                .expect("query");
+            assert_eq!(
+                answered_ok, stored,
+                "{name}: answered {answered_ok}, stored {stored}"
+            );
+        }
+        assert!(conn.is_autocommit(), "no transaction is left open");
     }
 }
