@@ -340,7 +340,7 @@ async fn sweep_periodically(state: AppState) {
             .db
             .write(move |tx| {
                 let jobs = db::jobs::rescue(tx, db::jobs::Rescue::Expired, now)?;
-                let events = db::events::prune(tx, now.saturating_sub(retention_ms), keep)?;
+                let events = db::events::prune(tx, now.saturating_sub(retention_ms), now, keep)?;
                 let keys = db::idempotency::prune(tx, now)?;
                 Ok((jobs, events, keys))
             })

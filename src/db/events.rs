@@ -194,19 +194,21 @@ pub fn tombstone_and_emit(
 }
 
 /// Deletes each user's oldest events: those before the user's first event
-/// created at or after `before_ms`, keeping at least the newest `keep_last`.
-/// What stays is always the end of the user's sequence without a hole, even
-/// when timestamps are out of id order (a clock step), so a replay never
-/// skips an event. Returns how many were deleted.
+/// created between `before_ms` and `now` (later than `now` means stamped by
+/// a clock that was ahead; such an event must not hold everything after it
+/// forever), keeping at least the newest `keep_last`. What stays is always
+/// the end of the user's sequence without a hole, even when timestamps are
+/// out of id order (a clock step), so a replay never skips an event.
+/// Returns how many were deleted.
 #[instrument(skip_all)]
-pub fn prune(conn: &Connection, before_ms: i64, keep_last: i64) -> Result<usize> {
+pub fn prune(conn: &Connection, before_ms: i64, now: i64, keep_last: i64) -> Result<usize> {
     // Per user, the first id to keep. Its search walks the user's oldest
     // events in id order (primary key) and stops at the first recent one,
     // so it reads about as many rows as it deletes.
     let bounds: Vec<(String, i64)> = conn
         .prepare_cached(PRUNE_BOUNDS)?
         .query_map(
-            rusqlite::named_params! {":before": before_ms, ":keep": keep_last},
+            rusqlite::named_params! {":before": before_ms, ":now": now, ":keep": keep_last},
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?
         .collect::<rusqlite::Result<_>>()?;
@@ -221,7 +223,8 @@ pub fn prune(conn: &Connection, before_ms: i64, keep_last: i64) -> Result<usize>
 /// For each user with more than `:keep` events: the first id `prune` keeps.
 const PRUNE_BOUNDS: &str = "SELECT u.id, coalesce(
         (SELECT e.id FROM events AS e
-         WHERE e.user_id = u.id AND e.id <= u.event_seq - :keep AND e.created_at >= :before
+         WHERE e.user_id = u.id AND e.id <= u.event_seq - :keep
+           AND e.created_at BETWEEN :before AND :now
          ORDER BY e.id LIMIT 1),
         u.event_seq - :keep + 1)
     FROM users AS u WHERE u.event_seq > :keep";
@@ -286,16 +289,28 @@ mod tests {
         append_at(&conn, &a, &[10, 20, 50, 40, 60, 70]);
         append_at(&conn, &b, &[10, 20, 30]);
 
-        let deleted = prune(&conn, 45, 1).expect("prune");
+        let deleted = prune(&conn, 45, 100, 1).expect("prune");
 
         assert_eq!(kept_ids(&conn, &a), [3, 4, 5, 6]);
         // Everything of b is old: only its newest `keep_last` stays.
         assert_eq!(kept_ids(&conn, &b), [3]);
         assert_eq!(deleted, 4);
-        assert_eq!(prune(&conn, 45, 1).expect("again"), 0);
-        assert_eq!(prune(&conn, 1_000, 2).expect("later"), 2);
+        assert_eq!(prune(&conn, 45, 100, 1).expect("again"), 0);
+        assert_eq!(prune(&conn, 1_000, 1_000, 2).expect("later"), 2);
         assert_eq!(kept_ids(&conn, &a), [5, 6]);
         assert_eq!(oldest(&conn, &a).expect("oldest"), Some(5));
+    }
+
+    #[test]
+    fn an_event_stamped_by_a_clock_ahead_does_not_hold_back_pruning() {
+        let (_dir, conn) = migrated();
+        let a = new_id();
+        insert_user(&conn, &a);
+        // Event 2 came from a clock a day ahead, later set right.
+        append_at(&conn, &a, &[10, 86_400_000, 20, 30, 500]);
+
+        assert_eq!(prune(&conn, 100, 1_000, 0).expect("prune"), 4);
+        assert_eq!(kept_ids(&conn, &a), [5]);
     }
 
     #[test]
@@ -304,9 +319,10 @@ mod tests {
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_BOUNDS}"))
             .expect("explain")
-            .query_map(rusqlite::named_params! {":before": 0, ":keep": 0}, |r| {
-                r.get::<_, String>(3)
-            })
+            .query_map(
+                rusqlite::named_params! {":before": 0, ":now": 0, ":keep": 0},
+                |r| r.get::<_, String>(3),
+            )
             .expect("plan")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
