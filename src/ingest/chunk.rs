@@ -81,8 +81,8 @@ fn split(text: &str, first_char: usize, size: usize, overlap: usize) -> Vec<Chun
 
 /// The end (a byte offset) of the section of `text` that starts at `start`:
 /// the end of the text when it is near, otherwise the last blank line,
-/// else line break, else sentence end, else space, in the second half of
-/// the next `max` bytes (a hard cut when there is none).
+/// else line break, else sentence end (also CJK), else space, in the second
+/// half of the next `max` bytes (a hard cut when there is none).
 fn section_end(text: &str, start: usize, max: usize) -> usize {
     if text.len() - start <= max {
         return text.len();
@@ -96,7 +96,7 @@ fn section_end(text: &str, start: usize, max: usize) -> usize {
         half -= 1;
     }
     let window = &text[half..limit];
-    let found = ["\n\n", "\n", ". ", "? ", "! ", " "]
+    let found = ["\n\n", "\n\r\n", "\n", ". ", "? ", "! ", "。", "？", "！", " "]
         .iter()
         .find_map(|boundary| window.rfind(boundary).map(|at| at + boundary.len()));
     match found {
