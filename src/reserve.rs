@@ -57,6 +57,8 @@ impl DiskReserve {
 
 fn ensure(path: &Path, bytes: u64) -> bool {
     if bytes == 0 {
+        // None wanted: a reserve left by an earlier setting is freed.
+        let _ = std::fs::remove_file(path);
         return true;
     }
     if std::fs::metadata(path).is_ok_and(|m| m.len() == bytes) {
@@ -73,7 +75,7 @@ fn ensure(path: &Path, bytes: u64) -> bool {
     if free < bytes.saturating_mul(2) {
         return false;
     }
-    match write_zeros(path, bytes) {
+    match allocate(path, bytes) {
         Ok(()) => {
             tracing::info!(mib = bytes >> 20, "disk reserve in place");
             true
@@ -87,17 +89,19 @@ fn ensure(path: &Path, bytes: u64) -> bool {
 }
 
 /// Allocates the blocks (a sparse file would hold no space): with
-/// `fallocate` where the file system has it, otherwise by writing zeros.
-fn write_zeros(path: &Path, bytes: u64) -> std::io::Result<()> {
+/// `fallocate` where the file system has it, otherwise by writing random
+/// bytes (a compressing file system stores zeros in no space at all).
+fn allocate(path: &Path, bytes: u64) -> std::io::Result<()> {
     let mut file = std::fs::File::create(path)?;
     if rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes).is_ok() {
         return file.sync_all();
     }
-    let zeros = vec![0u8; STEP];
+    let mut noise = vec![0u8; STEP];
+    rand::Rng::fill(&mut rand::rng(), noise.as_mut_slice());
     let mut left = bytes;
     while left > 0 {
         let n = usize::try_from(left).map_or(STEP, |l| l.min(STEP));
-        file.write_all(&zeros[..n])?;
+        file.write_all(&noise[..n])?;
         left -= n as u64;
     }
     file.sync_all()

@@ -27,7 +27,7 @@ async fn on_a_small_disk(dir: &std::path::Path) -> Server {
     // `-r` maps the caller to root in a new user namespace, which may mount
     // a tmpfs in its own mount namespace (`-m`) with or without real root.
     let script = r#"mount -t tmpfs -o size="$1"k ragd-test "$0" &&
-        exec "$2" --data-dir "$0/data" --listen 127.0.0.1:0 --disk-reserve-mb "$3""#;
+        exec "$2" --data-dir "$0/data" --listen 127.0.0.1:0 --disk-reserve-mb "$3" --sweep-interval 1h"#;
     let mut command = without_caller_settings(Command::new("unshare"));
     command
         .args(["-r", "-m", "sh", "-c", script])
@@ -38,8 +38,17 @@ async fn on_a_small_disk(dir: &std::path::Path) -> Server {
     Server::spawn(command).await
 }
 
-async fn upload(client: &reqwest::Client, server: &Server, token: &str, n: usize) -> reqwest::Response {
-    let text = format!("upload {n} ").repeat(UPLOAD_BYTES / 10);
+/// Small uploads that take the last free blocks.
+const SMALL_BYTES: usize = 4_000;
+
+async fn upload(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    n: usize,
+    bytes: usize,
+) -> reqwest::Response {
+    let text = format!("upload {n:03} ").repeat(bytes / 11);
     client
         .post(server.url("/api/documents"))
         .bearer_auth(token)
@@ -55,7 +64,7 @@ async fn upload(client: &reqwest::Client, server: &Server, token: &str, n: usize
 
 async fn documents(client: &reqwest::Client, server: &Server, token: &str) -> Vec<Value> {
     let body: Value = client
-        .get(server.url("/api/documents?limit=100"))
+        .get(server.url("/api/documents?limit=200"))
         .bearer_auth(token)
         .send()
         .await
@@ -64,6 +73,32 @@ async fn documents(client: &reqwest::Client, server: &Server, token: &str) -> Ve
         .await
         .expect("a JSON list");
     body["items"].as_array().expect("items").clone()
+}
+
+/// Uploads `bytes`-byte files until one is refused; returns that answer.
+async fn fill(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    accepted: &mut Vec<String>,
+    bytes: usize,
+) -> reqwest::Response {
+    for _ in 0..DISK_KIB as usize * 1024 / bytes {
+        let n = accepted.len();
+        let response = upload(client, server, token, n, bytes).await;
+        match response.status() {
+            StatusCode::CREATED => {
+                let doc: Value = response.json().await.expect("a document");
+                accepted.push(doc["id"].as_str().expect("an id").to_owned());
+            }
+            StatusCode::INSUFFICIENT_STORAGE => return response,
+            other => panic!(
+                "upload {n}: {other} {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    }
+    panic!("{} uploads fitted on a {DISK_KIB} KiB disk", accepted.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,27 +117,12 @@ async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is
         .expect("a JSON body");
     let token = registered["token"].as_str().expect("a token").to_owned();
 
+    // Big uploads until one does not fit, then small ones for the last
+    // free blocks (a refused upload frees what it had written).
     let mut accepted = Vec::new();
-    let full = loop {
-        let n = accepted.len();
-        assert!(
-            n < 3 * DISK_KIB as usize * 1024 / UPLOAD_BYTES,
-            "{n} uploads of {UPLOAD_BYTES} bytes fitted on a {DISK_KIB} KiB disk"
-        );
-        let response = upload(&client, &server, &token, n).await;
-        match response.status() {
-            StatusCode::CREATED => {
-                let doc: Value = response.json().await.expect("a document");
-                accepted.push(doc["id"].as_str().expect("an id").to_owned());
-            }
-            StatusCode::INSUFFICIENT_STORAGE => break response,
-            other => panic!(
-                "upload {n}: {other} {}",
-                response.text().await.unwrap_or_default()
-            ),
-        }
-    };
+    let full = fill(&client, &server, &token, &mut accepted, UPLOAD_BYTES).await;
     assert!(!accepted.is_empty(), "the first upload fits");
+    fill(&client, &server, &token, &mut accepted, SMALL_BYTES).await;
     let retry_after = full.headers().get("retry-after").cloned();
     let body: Value = full.json().await.expect("an error body");
     assert_eq!(body["error"]["code"], json!("insufficient_storage"), "{body}");
@@ -124,9 +144,10 @@ async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is
         .expect("reach the server");
     assert_eq!(health.status(), StatusCode::OK);
 
-    // Deleting still works on the full disk (the first delete uses the
-    // reserve), and freeing space lets the next upload through, all the
-    // way to ready.
+    // Deleting still works on the full disk: the first delete needs the
+    // reserve (without it, it is 507). Freeing space lets the next upload
+    // through, all the way to ready. (The periodic sweep, which would take
+    // the reserve back, does not run meanwhile.)
     for id in &accepted {
         let deleted = client
             .delete(server.url(&format!("/api/documents/{id}")))
@@ -134,9 +155,19 @@ async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is
             .send()
             .await
             .expect("reach the server");
-        assert_eq!(deleted.status(), StatusCode::NO_CONTENT, "delete {id}");
+        assert_eq!(
+            deleted.status(),
+            StatusCode::NO_CONTENT,
+            "delete {id}; log:\n{}",
+            server.log()
+        );
     }
-    let response = upload(&client, &server, &token, 99).await;
+    assert!(
+        server.log().contains("released the disk reserve"),
+        "the deletes needed the reserve; log:\n{}",
+        server.log()
+    );
+    let response = upload(&client, &server, &token, 999, UPLOAD_BYTES).await;
     assert_eq!(
         response.status(),
         StatusCode::CREATED,
