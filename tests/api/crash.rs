@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::chat::{ASYNC, all_messages, assert_message, assert_pending_reply, messages_path};
 use crate::cli::Server;
-use crate::helpers::{PASSWORD, TestApp};
+use crate::helpers::TestApp;
 use crate::ws_helpers::{Cred, assert_consecutive, connect_at, connect_since, connect_with, types};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,16 +22,7 @@ async fn a_reply_pending_when_the_process_is_killed_becomes_interrupted() {
     let mut server = Server::start(dir.path(), &[("RAGD_TEST_ANSWERER", "hang")]).await;
     let client = reqwest::Client::new();
 
-    let registered: Value = client
-        .post(server.url("/api/auth/register"))
-        .json(&json!({"email": "crash@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("reach the server")
-        .json()
-        .await
-        .expect("a JSON body");
-    let token = registered["token"].as_str().expect("a token").to_owned();
+    let token = server.register(&client, "crash@example.com").await;
 
     let response = client
         .post(server.url("/api/conversations"))

@@ -13,7 +13,6 @@ use tokio::process::Command;
 
 use crate::cli::{BIN, Server, without_caller_settings};
 use crate::doc_helpers::{BOUNDARY, multipart};
-use crate::helpers::PASSWORD;
 
 /// Size of the tmpfs: room for the database, the reserve and a few uploads.
 const DISK_KIB: u32 = 3 * 1024;
@@ -106,16 +105,7 @@ async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = on_a_small_disk(dir.path()).await;
     let client = reqwest::Client::new();
-    let registered: Value = client
-        .post(server.url("/api/auth/register"))
-        .json(&json!({"email": "full@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("register")
-        .json()
-        .await
-        .expect("a JSON body");
-    let token = registered["token"].as_str().expect("a token").to_owned();
+    let token = server.register(&client, "full@example.com").await;
 
     // Big uploads until one does not fit, then small ones for the last
     // free blocks (a refused upload frees what it had written).

@@ -1445,16 +1445,7 @@ async fn the_api_key_never_appears_in_the_logs() {
         .timeout(WAIT_FINAL)
         .build()
         .expect("client");
-    let body: Value = client
-        .post(server.url("/api/auth/register"))
-        .json(&json!({"email": "logs@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("register")
-        .json()
-        .await
-        .expect("JSON");
-    let token = body["token"].as_str().expect("a token").to_owned();
+    let token = server.register(&client, "logs@example.com").await;
     let conversation: Value = client
         .post(server.url("/api/conversations"))
         .bearer_auth(&token)
