@@ -214,33 +214,42 @@ fn commit_batch(conn: &Connection, publish: &Publisher, jobs: impl Iterator<Item
         }
         let failed = match catch_unwind(AssertUnwindSafe(|| job.run(conn, publish))) {
             Ok((Ok(()), completion)) => {
-                let _ = conn.execute_batch("RELEASE job");
                 completions.push(completion);
-                continue;
+                None
             }
             Ok((Err(err), completion)) => {
                 completions.push(completion);
-                err
+                Some(err)
             }
             Err(_) => {
                 // The reply went down with the job: its caller sees a failure.
                 tracing::error!("a write panicked; its changes were rolled back");
-                Error::Other("a write panicked".into())
+                Some(Error::Other("a write panicked".into()))
             }
         };
-        if conn.is_autocommit() {
+        let settled = if conn.is_autocommit() {
             // SQLite rolled back the whole transaction, not just the failed
-            // statement (it may on a full disk or an I/O error): the writes
-            // before this one are lost too, and must not be answered as
-            // committed. The rest of the batch starts a new transaction.
-            tracing::error!(error = %failed, "a failed write rolled back its batch");
-            completions.drain(..).for_each(|c| c(Err(failed.duplicate())));
+            // statement (it may on a full disk or an I/O error).
+            Err(failed.unwrap_or_else(|| Error::Other("the write transaction ended unexpectedly".into())))
+        } else if failed.is_some() {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                .map_err(Error::from)
+        } else {
+            conn.execute_batch("RELEASE job").map_err(Error::from)
+        };
+        if let Err(err) = settled {
+            // The batch's transaction is lost or unusable: the writes run in
+            // it so far must not be answered as committed. The rest of the
+            // batch starts a new transaction.
+            tracing::error!(error = %err, "a failed write rolled back its batch");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            completions.drain(..).for_each(|c| c(Err(err.duplicate())));
             if let Err(err) = begin(conn) {
                 jobs.for_each(|job| job.abort(err.duplicate()));
                 return;
             }
-        } else {
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
         }
     }
     // New chunks enter the search index once per batch (one FTS5 segment),
@@ -313,6 +322,9 @@ mod tests {
             .map(|(name, mut done)| (name, done.try_recv().expect("answered").is_ok()))
             .collect();
         assert!(!answers[1].1, "the write that does not fit fails");
+        // SQLite dropped the whole transaction (no statement journal for a
+        // one-row insert): the write before it is lost too, and says so.
+        assert!(!answers[0].1, "the write before it was rolled back with it");
         for (name, answered_ok) in answers {
             let stored: bool = conn
                 .query_row("SELECT EXISTS (SELECT 1 FROM t WHERE name = ?1)", [name], |r| {
