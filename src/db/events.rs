@@ -194,9 +194,10 @@ pub fn tombstone_and_emit(
 }
 
 /// Deletes each user's oldest events: those before the user's first event
-/// created between `before_ms` and `now` (later than `now` means stamped by
-/// a clock that was ahead; such an event must not hold everything after it
-/// forever), keeping at least the newest `keep_last`. What stays is always
+/// created between `before_ms` and a day after `now` (later means stamped
+/// by a clock that was far ahead; such an event must not hold everything
+/// after it for as long; the day of slack keeps events stamped just before
+/// a clock was set back), keeping at least the newest `keep_last`. What stays is always
 /// the end of the user's sequence without a hole, even when timestamps are
 /// out of id order (a clock step), so a replay never skips an event.
 /// Returns how many were deleted.
@@ -208,7 +209,11 @@ pub fn prune(conn: &Connection, before_ms: i64, now: i64, keep_last: i64) -> Res
     let bounds: Vec<(String, i64)> = conn
         .prepare_cached(PRUNE_BOUNDS)?
         .query_map(
-            rusqlite::named_params! {":before": before_ms, ":now": now, ":keep": keep_last},
+            rusqlite::named_params! {
+                ":before": before_ms,
+                ":latest": now.saturating_add(CLOCK_SLACK_MS),
+                ":keep": keep_last,
+            },
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?
         .collect::<rusqlite::Result<_>>()?;
@@ -220,11 +225,15 @@ pub fn prune(conn: &Connection, before_ms: i64, now: i64, keep_last: i64) -> Res
     Ok(deleted)
 }
 
+/// How far ahead of the sweep's clock an event's stamp may be and still
+/// count as recent.
+const CLOCK_SLACK_MS: i64 = 24 * 3600 * 1000;
+
 /// For each user with more than `:keep` events: the first id `prune` keeps.
 const PRUNE_BOUNDS: &str = "SELECT u.id, coalesce(
         (SELECT e.id FROM events AS e
          WHERE e.user_id = u.id AND e.id <= u.event_seq - :keep
-           AND e.created_at BETWEEN :before AND :now
+           AND e.created_at BETWEEN :before AND :latest
          ORDER BY e.id LIMIT 1),
         u.event_seq - :keep + 1)
     FROM users AS u WHERE u.event_seq > :keep";
@@ -306,8 +315,8 @@ mod tests {
         let (_dir, conn) = migrated();
         let a = new_id();
         insert_user(&conn, &a);
-        // Event 2 came from a clock a day ahead, later set right.
-        append_at(&conn, &a, &[10, 86_400_000, 20, 30, 500]);
+        // Event 2 came from a clock two days ahead, later set right.
+        append_at(&conn, &a, &[10, 2 * 86_400_000, 20, 30, 500]);
 
         assert_eq!(prune(&conn, 100, 1_000, 0).expect("prune"), 4);
         assert_eq!(kept_ids(&conn, &a), [5]);
@@ -320,7 +329,7 @@ mod tests {
             .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_BOUNDS}"))
             .expect("explain")
             .query_map(
-                rusqlite::named_params! {":before": 0, ":now": 0, ":keep": 0},
+                rusqlite::named_params! {":before": 0, ":latest": 0, ":keep": 0},
                 |r| r.get::<_, String>(3),
             )
             .expect("plan")
