@@ -263,4 +263,20 @@ mod tests {
             assert_eq!(ours.start as usize, text[..*offset].chars().count());
         }
     }
+
+    #[test]
+    fn sections_end_after_a_crlf_blank_line_or_a_cjk_sentence() {
+        // Lines of a paragraph follow the blank line inside the window.
+        let crlf = format!("{}\r\n\r\n{}", "a b c d. ".repeat(33), "e f g h.\r\n".repeat(120));
+        let end = super::section_end(&crlf, 0, 400);
+        assert_eq!(
+            &crlf[end - 4..end],
+            "\r\n\r\n",
+            "after the blank line, not a later line break"
+        );
+        // No spaces at all: the cut follows a full stop, on a char boundary.
+        let cjk = "这是一个句子。".repeat(200);
+        let end = super::section_end(&cjk, 0, 1000);
+        assert!(cjk[..end].ends_with('。'), "{end}");
+    }
 }
