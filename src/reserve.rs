@@ -96,11 +96,13 @@ fn allocate(path: &Path, bytes: u64) -> std::io::Result<()> {
     if rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes).is_ok() {
         return file.sync_all();
     }
+    // Fresh noise per step: a deduplicating file system would store
+    // repeated blocks once.
     let mut noise = vec![0u8; STEP];
-    rand::Rng::fill(&mut rand::rng(), noise.as_mut_slice());
     let mut left = bytes;
     while left > 0 {
         let n = usize::try_from(left).map_or(STEP, |l| l.min(STEP));
+        rand::Rng::fill(&mut rand::rng(), &mut noise[..n]);
         file.write_all(&noise[..n])?;
         left -= n as u64;
     }

@@ -118,6 +118,11 @@ async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is
     assert_eq!(body["error"]["code"], json!("insufficient_storage"), "{body}");
     assert!(retry_after.is_some(), "507 says when to retry");
 
+    assert!(
+        accepted.len() < 200,
+        "{} uploads fitted: more than one page of the listing",
+        accepted.len()
+    );
     // Nothing of the refused upload was kept; the server keeps serving.
     let listed: Vec<String> = documents(&client, &server, &token)
         .await
