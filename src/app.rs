@@ -145,7 +145,7 @@ impl App {
         if !reserve.ensure().await {
             tracing::warn!(
                 mib = config.disk_reserve_mb,
-                "no room for the disk reserve yet: on a full disk, deletions may fail until there is"
+                "no room for the disk reserve: uploads are refused (507) until there is"
             );
         }
 

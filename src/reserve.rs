@@ -2,9 +2,10 @@
 //! that a full disk can still be freed through ragd. Deleting a document or
 //! a conversation writes to the database before anything is freed, and on a
 //! full disk that write fails like any other. Such a write releases the
-//! reserve and runs once more ([`crate::AppState::write_to_free_space`]);
-//! the periodic sweep puts the reserve back once the disk has room for it
-//! twice over.
+//! reserve and runs once more ([`crate::AppState::write_to_free_space`]).
+//! Uploads are refused while the reserve is out, so that they do not take
+//! the space it freed; the next upload or the periodic sweep puts it back
+//! once the disk has room for it twice over.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ const STEP: usize = 1 << 20;
 pub struct DiskReserve {
     path: PathBuf,
     bytes: u64,
+    /// One creator at a time.
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl DiskReserve {
@@ -22,6 +25,7 @@ impl DiskReserve {
         DiskReserve {
             path: data_dir.join("reserve"),
             bytes,
+            creating: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -29,6 +33,7 @@ impl DiskReserve {
     /// twice over (never taking the last free space from other writes).
     /// Returns whether it is in place.
     pub async fn ensure(&self) -> bool {
+        let _creating = self.creating.lock().await;
         let (path, bytes) = (self.path.clone(), self.bytes);
         tokio::task::spawn_blocking(move || ensure(&path, bytes))
             .await

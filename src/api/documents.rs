@@ -292,6 +292,12 @@ async fn upload(
         return Err(too_large());
     }
     let key = idempotency_key(&headers)?;
+    // A nearly full disk keeps its last space for deletions: no upload
+    // while the disk reserve cannot be in place (it is put back here as
+    // soon as there is room for it).
+    if !state.reserve.ensure().await {
+        return Err(ApiError::InsufficientStorage);
+    }
     let mut multipart = multipart.map_err(|_| {
         ApiError::UnsupportedMediaType("expected multipart/form-data with a `file` field".into())
     })?;

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::cli::{BIN, Server, without_caller_settings};
-use crate::doc_helpers::{BOUNDARY, multipart};
+use crate::doc_helpers::{Api, BOUNDARY, multipart};
+use crate::helpers::TestApp;
 
 /// Size of the tmpfs: room for the database, the reserve and a few uploads.
 const DISK_KIB: u32 = 3 * 1024;
@@ -164,6 +165,12 @@ async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is
     );
     let response = upload(&client, &server, &token, 999, UPLOAD_BYTES).await;
     assert_eq!(
+        server.log().matches("disk reserve in place").count(),
+        2,
+        "the upload put the reserve back first; log:\n{}",
+        server.log()
+    );
+    assert_eq!(
         response.status(),
         StatusCode::CREATED,
         "an upload after freeing space"
@@ -190,4 +197,26 @@ async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(server.terminate().await.code(), Some(0));
+}
+
+/// No full disk needed: a reserve larger than any disk is never in place,
+/// which is how a nearly full disk looks to ragd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_507_while_the_disk_reserve_cannot_be_in_place() {
+    let app = TestApp::spawn_with(&["--disk-reserve-mb", "1000000000"]).await;
+    let api = Api::of(&app);
+    let token = api.register("reserve@example.com").await;
+
+    let refused = api.upload(&token, "a.txt", b"some text").await;
+    refused.expect_error(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage");
+    assert!(refused.header("retry-after").is_some(), "507 says when to retry");
+    let listed = api.get("/api/documents", &token).await;
+    assert_eq!(
+        listed.expect(StatusCode::OK)["items"],
+        json!([]),
+        "nothing stored"
+    );
+    // The rest of the server works as usual.
+    let conversation = app.create_conversation(&token, Some("still here")).await;
+    assert_eq!(conversation["title"], json!("still here"));
 }
