@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Zeros written per call while the reserve is created.
+/// Bytes written per call when the file system cannot `fallocate`.
 const STEP: usize = 1 << 20;
 
 pub struct DiskReserve {
