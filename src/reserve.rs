@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Bytes written per call when the file system cannot `fallocate`.
 const STEP: usize = 1 << 20;
@@ -18,6 +19,8 @@ pub struct DiskReserve {
     bytes: u64,
     /// One creator at a time.
     creating: tokio::sync::Mutex<()>,
+    /// What the last look at the disk found (`ensure`, `release`).
+    in_place: AtomicBool,
 }
 
 impl DiskReserve {
@@ -26,6 +29,7 @@ impl DiskReserve {
             path: data_dir.join("reserve"),
             bytes,
             creating: tokio::sync::Mutex::new(()),
+            in_place: AtomicBool::new(false),
         }
     }
 
@@ -35,13 +39,23 @@ impl DiskReserve {
     pub async fn ensure(&self) -> bool {
         let _creating = self.creating.lock().await;
         let (path, bytes) = (self.path.clone(), self.bytes);
-        tokio::task::spawn_blocking(move || ensure(&path, bytes))
+        let in_place = tokio::task::spawn_blocking(move || ensure(&path, bytes))
             .await
-            .unwrap_or(false)
+            .unwrap_or(false);
+        self.in_place.store(in_place, Ordering::Release);
+        in_place
+    }
+
+    /// Whether an upload may go ahead: the reserve is in place, as last
+    /// seen (an atomic load on the upload path; the periodic sweep looks at
+    /// the disk again), or can be put in place now.
+    pub async fn allows_upload(&self) -> bool {
+        self.in_place.load(Ordering::Acquire) || self.ensure().await
     }
 
     /// Deletes the reserve; returns whether there was one to delete.
     pub async fn release(&self) -> bool {
+        self.in_place.store(false, Ordering::Release);
         match tokio::fs::remove_file(&self.path).await {
             Ok(()) => {
                 tracing::warn!(

@@ -295,7 +295,7 @@ async fn upload(
     // A nearly full disk keeps its last space for deletions: no upload
     // while the disk reserve cannot be in place (it is put back here as
     // soon as there is room for it).
-    if !state.reserve.ensure().await {
+    if !state.reserve.allows_upload().await {
         return Err(ApiError::InsufficientStorage);
     }
     let mut multipart = multipart.map_err(|_| {

@@ -66,7 +66,7 @@ impl<'a> NewEvent<'a> {
 }
 
 /// Appends the events in order inside the caller's transaction and returns
-/// their frames (none unless `frames`). Each user's ids are taken in one
+/// their frames (none unless `keep_frames`). Each user's ids are taken in one
 /// step (a bulk change such as the start-up sweep emits hundreds of
 /// thousands of events), still gap-free and in the order of `events`.
 #[instrument(skip_all, fields(count = events.len()))]
@@ -74,7 +74,7 @@ pub fn append_all(
     conn: &Connection,
     events: Vec<NewEvent<'_>>,
     now: i64,
-    frames: bool,
+    keep_frames: bool,
 ) -> Result<Vec<EventFrame>> {
     // How many ids each user needs; once they are taken, the next one to give.
     let mut next_id: HashMap<&str, i64> = HashMap::new();
@@ -93,8 +93,7 @@ pub fn append_all(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let ts = format_ms(now);
-    let want_frames = frames;
-    let mut frames = Vec::with_capacity(if want_frames { events.len() } else { 0 });
+    let mut frames = Vec::with_capacity(if keep_frames { events.len() } else { 0 });
     // Consumed one by one, so each data text is freed once its frame holds it.
     for event in events {
         let next = next_id
@@ -111,7 +110,7 @@ pub fn append_all(
             event.data,
             now
         ])?;
-        if want_frames {
+        if keep_frames {
             frames.push(EventFrame {
                 user_id: event.user_id.to_owned(),
                 id,
@@ -197,10 +196,10 @@ pub fn tombstone_and_emit(
 /// created between `before_ms` and a day after `now` (later means stamped
 /// by a clock that was far ahead; such an event must not hold everything
 /// after it for as long; the day of slack keeps events stamped just before
-/// a clock was set back), keeping at least the newest `keep_last`. What stays is always
-/// the end of the user's sequence without a hole, even when timestamps are
-/// out of id order (a clock step), so a replay never skips an event.
-/// Returns how many were deleted.
+/// a clock was set back), keeping at least the newest `keep_last`. What
+/// stays is always the end of the user's sequence without a hole, even when
+/// timestamps are out of id order (a clock step), so a replay never skips
+/// an event. Returns how many were deleted.
 #[instrument(skip_all)]
 pub fn prune(conn: &Connection, before_ms: i64, now: i64, keep_last: i64) -> Result<usize> {
     // Per user, the first id to keep. Its search walks the user's oldest

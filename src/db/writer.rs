@@ -200,8 +200,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
     }
 }
 
-fn commit_batch(conn: &Connection, publish: &Publisher, jobs: impl Iterator<Item = Box<dyn Job>>) {
-    let mut jobs = jobs;
+fn commit_batch(conn: &Connection, publish: &Publisher, mut jobs: impl Iterator<Item = Box<dyn Job>>) {
     if let Err(err) = begin(conn) {
         jobs.for_each(|job| job.abort(err.duplicate()));
         return;

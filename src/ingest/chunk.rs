@@ -56,8 +56,9 @@ fn title(text: &str) -> Option<(&str, usize)> {
 /// length: 1.6 MB without a line break took 16 s, a 50 MB upload would have
 /// taken hours. A longer text is therefore chunked in sections of at most
 /// this many chunks' worth of bytes (the last one up to twice that), each
-/// cut at the strongest boundary near its end (see `section_end`). A chunk never spans two sections, and
-/// the first chunk of a section does not overlap the last of the one before.
+/// cut at the strongest boundary near its end (see `section_end`). A chunk
+/// never spans two sections, and the first chunk of a section does not
+/// overlap the last of the one before.
 const SECTION_CHUNKS: usize = 16;
 
 /// `text` split into chunks, offsets counted from `first_char`.
@@ -82,21 +83,16 @@ fn split(text: &str, first_char: usize, size: usize, overlap: usize) -> Vec<Chun
 /// The end (a byte offset) of the section of `text` that starts at `start`:
 /// the end of the text when at most `2 * max` bytes are left (so a text
 /// just above the limit is not cut into a full section and a scrap, and one
-/// up to twice the limit is chunked exactly as a whole), otherwise the last blank line,
-/// else line break, else sentence end (also CJK), else space, in the second
-/// half of the next `max` bytes (a hard cut when there is none).
+/// up to twice the limit is chunked exactly as a whole), otherwise the last
+/// blank line, else line break, else sentence end (also CJK), else space,
+/// in the second half of the next `max` bytes (a hard cut when there is
+/// none).
 fn section_end(text: &str, start: usize, max: usize) -> usize {
     if text.len() - start <= max.saturating_mul(2) {
         return text.len();
     }
-    let mut limit = start + max;
-    while !text.is_char_boundary(limit) {
-        limit -= 1;
-    }
-    let mut half = start + max / 2;
-    while !text.is_char_boundary(half) {
-        half -= 1;
-    }
+    let limit = text.floor_char_boundary(start + max);
+    let half = text.floor_char_boundary(start + max / 2);
     let window = &text[half..limit];
     let found = ["\n\n", "\n\r\n", "\n", ". ", "? ", "! ", "。", "？", "！", " "]
         .iter()
