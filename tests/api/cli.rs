@@ -204,23 +204,6 @@ impl Server {
         format!("{}{}", self.address, path)
     }
 
-    /// Registers `email` (with the tests' password) and returns its token.
-    pub(crate) async fn register(&self, client: &reqwest::Client, email: &str) -> String {
-        let body: serde_json::Value = client
-            .post(self.url("/api/auth/register"))
-            .json(&json!({"email": email, "password": PASSWORD}))
-            .send()
-            .await
-            .expect("reach the server")
-            .json()
-            .await
-            .expect("a JSON body");
-        body["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("registering {email}: {body}"))
-            .to_owned()
-    }
-
     /// Sends SIGTERM and waits for the process to exit.
     pub(crate) async fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().expect("the server is still running");

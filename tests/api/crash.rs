@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::chat::{ASYNC, all_messages, assert_message, assert_pending_reply, messages_path};
 use crate::cli::Server;
+use crate::doc_helpers::Api;
 use crate::helpers::TestApp;
 use crate::ws_helpers::{Cred, assert_consecutive, connect_at, connect_since, connect_with, types};
 
@@ -22,7 +23,7 @@ async fn a_reply_pending_when_the_process_is_killed_becomes_interrupted() {
     let mut server = Server::start(dir.path(), &[("RAGD_TEST_ANSWERER", "hang")]).await;
     let client = reqwest::Client::new();
 
-    let token = server.register(&client, "crash@example.com").await;
+    let token = Api::at(&server.address).register("crash@example.com").await;
 
     let response = client
         .post(server.url("/api/conversations"))

@@ -8,12 +8,12 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::process::Command;
 
 use crate::cli::{BIN, Server, without_caller_settings};
-use crate::doc_helpers::{Api, BOUNDARY, multipart};
-use crate::helpers::TestApp;
+use crate::doc_helpers::Api;
+use crate::helpers::{TestApp, TestResponse};
 
 /// Size of the tmpfs: room for the database, the reserve and a few uploads.
 const DISK_KIB: u32 = 3 * 1024;
@@ -41,61 +41,18 @@ async fn on_a_small_disk(dir: &std::path::Path) -> Server {
 /// Small uploads that take the last free blocks.
 const SMALL_BYTES: usize = 4_000;
 
-async fn upload(
-    client: &reqwest::Client,
-    server: &Server,
-    token: &str,
-    n: usize,
-    bytes: usize,
-) -> reqwest::Response {
-    let text = format!("upload {n:03} ").repeat(bytes / 11);
-    client
-        .post(server.url("/api/documents"))
-        .bearer_auth(token)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(multipart(&format!("f{n}.txt"), "text/plain", text.as_bytes()))
-        .send()
-        .await
-        .expect("reach the server")
-}
-
-async fn documents(client: &reqwest::Client, server: &Server, token: &str) -> Vec<Value> {
-    let body: Value = client
-        .get(server.url("/api/documents?limit=200"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("reach the server")
-        .json()
-        .await
-        .expect("a JSON list");
-    body["items"].as_array().expect("items").clone()
-}
-
-/// Uploads `bytes`-byte files until one is refused; returns that answer.
-async fn fill(
-    client: &reqwest::Client,
-    server: &Server,
-    token: &str,
-    accepted: &mut Vec<String>,
-    bytes: usize,
-) -> reqwest::Response {
+/// Uploads `bytes`-byte text files until one is refused; returns that answer.
+async fn fill(api: &Api, token: &str, accepted: &mut Vec<String>, bytes: usize) -> TestResponse {
     for _ in 0..DISK_KIB as usize * 1024 / bytes {
         let n = accepted.len();
-        let response = upload(client, server, token, n, bytes).await;
-        match response.status() {
+        let text = format!("upload {n:03} ").repeat(bytes / 11);
+        let response = api.upload(token, &format!("f{n}.txt"), text.as_bytes()).await;
+        match response.status {
             StatusCode::CREATED => {
-                let doc: Value = response.json().await.expect("a document");
-                accepted.push(doc["id"].as_str().expect("an id").to_owned());
+                accepted.push(response.body["id"].as_str().expect("an id").to_owned());
             }
             StatusCode::INSUFFICIENT_STORAGE => return response,
-            other => panic!(
-                "upload {n}: {other} {}",
-                response.text().await.unwrap_or_default()
-            ),
+            other => panic!("upload {n}: {other} {}", response.text),
         }
     }
     panic!("{} uploads fitted on a {DISK_KIB} KiB disk", accepted.len());
@@ -105,19 +62,22 @@ async fn fill(
 async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is_freed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = on_a_small_disk(dir.path()).await;
-    let client = reqwest::Client::new();
-    let token = server.register(&client, "full@example.com").await;
+    let api = Api::at(&server.address);
+    let token = api.register("full@example.com").await;
 
     // Big uploads until one does not fit, then small ones for the last
     // free blocks (a refused upload frees what it had written).
     let mut accepted = Vec::new();
-    let full = fill(&client, &server, &token, &mut accepted, UPLOAD_BYTES).await;
+    let full = fill(&api, &token, &mut accepted, UPLOAD_BYTES).await;
     assert!(!accepted.is_empty(), "the first upload fits");
-    fill(&client, &server, &token, &mut accepted, SMALL_BYTES).await;
-    let retry_after = full.headers().get("retry-after").cloned();
-    let body: Value = full.json().await.expect("an error body");
-    assert_eq!(body["error"]["code"], json!("insufficient_storage"), "{body}");
-    assert!(retry_after.is_some(), "507 says when to retry");
+    fill(&api, &token, &mut accepted, SMALL_BYTES).await;
+    assert_eq!(
+        full.body["error"]["code"],
+        json!("insufficient_storage"),
+        "{}",
+        full.text
+    );
+    assert!(full.header("retry-after").is_some(), "507 says when to retry");
 
     assert!(
         accepted.len() < 200,
@@ -125,34 +85,25 @@ async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is
         accepted.len()
     );
     // Nothing of the refused upload was kept; the server keeps serving.
-    let listed: Vec<String> = documents(&client, &server, &token)
-        .await
+    let listed = api.get("/api/documents?limit=200", &token).await;
+    let listed: Vec<&str> = listed.expect(StatusCode::OK)["items"]
+        .as_array()
+        .expect("items")
         .iter()
-        .map(|d| d["id"].as_str().expect("an id").to_owned())
+        .map(|d| d["id"].as_str().expect("an id"))
         .collect();
-    let mut expected = accepted.clone();
-    expected.reverse();
+    let expected: Vec<&str> = accepted.iter().rev().map(String::as_str).collect();
     assert_eq!(listed, expected, "exactly the accepted uploads, newest first");
-    let health = client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .expect("reach the server");
-    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(api.get("/healthz", &token).await.status, StatusCode::OK);
 
     // Deleting still works on the full disk: the first delete needs the
     // reserve (without it, it is 507). Freeing space lets the next upload
     // through, all the way to ready. (The periodic sweep, which would take
     // the reserve back, does not run meanwhile.)
     for id in &accepted {
-        let deleted = client
-            .delete(server.url(&format!("/api/documents/{id}")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("reach the server");
+        let deleted = api.delete(&format!("/api/documents/{id}"), &token).await;
         assert_eq!(
-            deleted.status(),
+            deleted.status,
             StatusCode::NO_CONTENT,
             "delete {id}; log:\n{}",
             server.log()
@@ -163,7 +114,8 @@ async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is
         "the deletes needed the reserve; log:\n{}",
         server.log()
     );
-    let response = upload(&client, &server, &token, 999, UPLOAD_BYTES).await;
+    let text = "upload 999 ".repeat(UPLOAD_BYTES / 11);
+    let response = api.upload(&token, "f999.txt", text.as_bytes()).await;
     assert_eq!(
         server.log().matches("disk reserve in place").count(),
         2,
@@ -171,27 +123,22 @@ async fn a_full_disk_is_507_with_nothing_stored_and_uploads_resume_once_space_is
         server.log()
     );
     assert_eq!(
-        response.status(),
+        response.status,
         StatusCode::CREATED,
         "an upload after freeing space"
     );
-    let doc: Value = response.json().await.expect("a document");
-    let id = doc["id"].as_str().expect("an id").to_owned();
+    let id = response.body["id"].as_str().expect("an id").to_owned();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let docs = documents(&client, &server, &token).await;
-        let status = docs
-            .iter()
-            .find(|d| d["id"] == json!(id))
-            .map(|d| d["status"].clone())
-            .expect("the new document is listed");
-        if status == json!("ready") {
+        let doc = api.document(&token, &id).await;
+        if doc["status"] == json!("ready") {
             break;
         }
-        assert_ne!(status, json!("failed"), "{docs:?}");
+        assert_ne!(doc["status"], json!("failed"), "{doc}");
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the upload after freeing space is not ready within 60 s: {status}; log:\n{}",
+            "the upload after freeing space is not ready within 60 s: {}; log:\n{}",
+            doc["status"],
             server.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1445,7 +1445,7 @@ async fn the_api_key_never_appears_in_the_logs() {
         .timeout(WAIT_FINAL)
         .build()
         .expect("client");
-    let token = server.register(&client, "logs@example.com").await;
+    let token = Api::at(&server.address).register("logs@example.com").await;
     let conversation: Value = client
         .post(server.url("/api/conversations"))
         .bearer_auth(&token)
