@@ -2,7 +2,7 @@
 //! text: every word becomes a quoted FTS5 string, so nothing a user types
 //! is query syntax; stop-words are dropped.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use tracing::instrument;
 
@@ -43,21 +43,97 @@ pub fn is_stop_word(word: &str) -> bool {
     STOP_WORDS.binary_search(&word).is_ok()
 }
 
-/// Adds the chunks written since the last call to the full-text index, in
-/// one statement, so that FTS5 writes them as one segment. The writer calls
-/// it at the end of every batch, in the batch's transaction and outside
-/// every savepoint: new chunks are searchable from the commit that adds
-/// them. Returns how many chunks it indexed.
+/// The name of the full-text index table of a user's chunks (migration 7):
+/// `n` comes from `user_indexes`, never from input.
+fn index_table(n: i64) -> String {
+    format!("chunks_fts_{n}")
+}
+
+/// The user's index table, if the user has indexed chunks (or had).
+fn user_index(conn: &Connection, user_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT n FROM user_indexes WHERE user_id = ?1")?
+        .query_row([user_id], |r| r.get(0))
+        .optional()?
+        .map(index_table))
+}
+
+/// Creates the user's (empty) index table.
+fn create_user_index(conn: &Connection, user_id: &str) -> Result<String> {
+    let n: i64 = conn
+        .prepare_cached("INSERT INTO user_indexes (user_id) VALUES (?1) RETURNING n")?
+        .query_row([user_id], |r| r.get(0))?;
+    let table = index_table(n);
+    // Contentless: the text is in `chunks`, and a chunk leaves the index by
+    // rowid alone (contentless_delete). Background merges (`merge_index_step`)
+    // combine any two segments of a level.
+    conn.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE {table} USING fts5 (
+             text, context, content = '', contentless_delete = 1,
+             tokenize = 'porter unicode61 remove_diacritics 2'
+         );
+         INSERT INTO {table} ({table}, rank) VALUES ('usermerge', 2);"
+    ))?;
+    Ok(table)
+}
+
+/// Drops the user's index table (the account is being deleted).
+pub fn drop_user_index(conn: &Connection, user_id: &str) -> Result<()> {
+    let n: Option<i64> = conn
+        .prepare_cached("DELETE FROM user_indexes WHERE user_id = ?1 RETURNING n")?
+        .query_row([user_id], |r| r.get(0))
+        .optional()?;
+    if let Some(n) = n {
+        conn.execute_batch(&format!("DROP TABLE {}", index_table(n)))?;
+    }
+    Ok(())
+}
+
+/// Brings the full-text indexes up to date with `chunks`: removes the
+/// chunks deleted since the last call (queued by a trigger, migration 7)
+/// and adds the chunks written since, one statement per user, so that FTS5
+/// writes each user's new chunks as one segment. The writer calls it at the
+/// end of every batch, in the batch's transaction and outside every
+/// savepoint: a chunk is searchable from the commit that adds it, and gone
+/// from the commit that deletes it. Returns how many chunks it indexed.
 pub fn index_pending(conn: &Connection) -> Result<usize> {
+    let deleted: Vec<String> = conn
+        .prepare_cached("SELECT DISTINCT user_id FROM fts_deleted")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for user_id in &deleted {
+        // No index left: the account was deleted, and its index with it.
+        if let Some(table) = user_index(conn, user_id)? {
+            conn.prepare_cached(&format!(
+                "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM fts_deleted WHERE user_id = ?1)"
+            ))?
+            .execute([user_id])?;
+        }
+    }
+    if !deleted.is_empty() {
+        conn.prepare_cached("DELETE FROM fts_deleted")?.execute([])?;
+    }
+
     let through: i64 = conn
         .prepare_cached("SELECT indexed_through FROM fts_state WHERE id = 1")?
         .query_row([], |r| r.get(0))?;
-    let indexed = conn
-        .prepare_cached(
-            "INSERT INTO chunks_fts (rowid, text, context)
-             SELECT rowid, text, context FROM chunks WHERE rowid > ?1",
-        )?
-        .execute([through])?;
+    let users: Vec<String> = conn
+        .prepare_cached("SELECT DISTINCT user_id FROM chunks WHERE rowid > ?1")?
+        .query_map([through], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut indexed = 0;
+    for user_id in &users {
+        let table = match user_index(conn, user_id)? {
+            Some(table) => table,
+            None => create_user_index(conn, user_id)?,
+        };
+        indexed += conn
+            .prepare_cached(&format!(
+                "INSERT INTO {table} (rowid, text, context)
+                 SELECT rowid, text, context FROM chunks WHERE rowid > ?1 AND user_id = ?2"
+            ))?
+            .execute(params![through, user_id])?;
+    }
     if indexed > 0 {
         conn.prepare_cached(
             "UPDATE fts_state SET indexed_through = (SELECT max(rowid) FROM chunks) WHERE id = 1",
@@ -68,16 +144,29 @@ pub fn index_pending(conn: &Connection) -> Result<usize> {
 }
 
 /// One step of background index maintenance: FTS5 merges up to `pages`
-/// leaf pages of segments on the same level (two or more, see migration 4).
-/// Fewer segments make every search cheaper, since each query term is
-/// looked up in each segment. Returns whether there was work to do.
+/// leaf pages of segments on the same level (two or more) in the first
+/// user index that has any. Fewer segments make every search cheaper,
+/// since each query term is looked up in each segment. Returns whether
+/// there was work to do.
 pub fn merge_index_step(conn: &Connection, pages: u32) -> Result<bool> {
-    let before = conn.total_changes();
-    conn.prepare_cached("INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('merge', ?1)")?
+    let indexes: Vec<i64> = conn
+        .prepare_cached("SELECT n FROM user_indexes ORDER BY n")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for n in indexes {
+        let table = index_table(n);
+        let before = conn.total_changes();
+        conn.prepare_cached(&format!(
+            "INSERT INTO {table} ({table}, rank) VALUES ('merge', ?1)"
+        ))?
         .execute([pages])?;
-    // FTS5's documented test: a merge that did nothing changes fewer than
-    // two rows.
-    Ok(conn.total_changes() - before >= 2)
+        // FTS5's documented test: a merge that did nothing changes fewer
+        // than two rows.
+        if conn.total_changes() - before >= 2 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The distinct non-stop-words of plain text, lower-cased, at most 32.
@@ -144,9 +233,12 @@ pub fn search(conn: &Connection, user_id: &str, text: &str, limit: usize) -> Res
     // One snapshot for all the statements: a chunk ranked here is still
     // there when its snippet is read.
     let tx = conn.unchecked_transaction()?;
-    let ranked = match rank_by_rare_terms(&tx, user_id, &terms, limit)? {
+    let Some(index) = user_index(&tx, user_id)? else {
+        return Ok(Vec::new());
+    };
+    let ranked = match rank_by_rare_terms(&tx, &index, &terms, limit)? {
         Some(ranked) => ranked,
-        None => rank(&tx, user_id, &all, limit)?,
+        None => rank(&tx, &index, &all, limit)?,
     };
     ranked
         .into_iter()
@@ -154,16 +246,15 @@ pub fn search(conn: &Connection, user_id: &str, text: &str, limit: usize) -> Res
         .collect()
 }
 
-/// The best `limit` (rowid, score) of the user's chunks matching `expr`.
-fn rank(conn: &Connection, user_id: &str, expr: &str, limit: i64) -> Result<Vec<(i64, f64)>> {
+/// The best `limit` (rowid, score) of the chunks in `index` (a user's
+/// index table) matching `expr`.
+fn rank(conn: &Connection, index: &str, expr: &str, limit: i64) -> Result<Vec<(i64, f64)>> {
     let ranked = conn
-        .prepare_cached(
-            "SELECT chunks_fts.rowid, -bm25(chunks_fts)
-             FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid
-             WHERE chunks_fts MATCH ?1 AND c.user_id = ?2
-             ORDER BY bm25(chunks_fts) LIMIT ?3",
-        )?
-        .query_map(params![expr, user_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare_cached(&format!(
+            "SELECT rowid, -bm25({index}) FROM {index} WHERE {index} MATCH ?1
+             ORDER BY bm25({index}) LIMIT ?2"
+        ))?
+        .query_map(params![expr, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(ranked)
 }
@@ -173,15 +264,16 @@ fn rank(conn: &Connection, user_id: &str, expr: &str, limit: i64) -> Result<Vec<
 /// shortcut cannot prove its result, and every match must be ranked.
 fn rank_by_rare_terms(
     conn: &Connection,
-    user_id: &str,
+    index: &str,
     terms: &[String],
     limit: i64,
 ) -> Result<Option<Vec<(i64, f64)>>> {
     if terms.len() < 2 {
         return Ok(None);
     }
-    // An upper bound of the number of chunks (rowids only grow), which is
-    // all the bound below needs: idf grows with it.
+    // An upper bound of the number of the user's chunks (rowids only grow,
+    // and are shared by all users), which is all the bound below needs: idf
+    // grows with it.
     let chunks: i64 = conn
         .prepare_cached("SELECT coalesce(max(rowid), 0) FROM chunks")?
         .query_row([], |r| r.get(0))?;
@@ -191,9 +283,9 @@ fn rank_by_rare_terms(
     for term in terms {
         // Counting stops at `common`, so a common term costs little here.
         let matches: i64 = conn
-            .prepare_cached(
-                "SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ?1 LIMIT ?2)",
-            )?
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {index} WHERE {index} MATCH ?1 LIMIT ?2)"
+            ))?
             .query_row(params![any_of(&[term]), common], |r| r.get(0))?;
         if matches < common {
             rare.push(term)
@@ -214,7 +306,7 @@ fn rank_by_rare_terms(
     // Chunks with a rare and a common term: scored with every term.
     let both = rank(
         conn,
-        user_id,
+        index,
         &format!("({rare_expr}) AND ({})", any_of(&frequent)),
         limit,
     )?;
@@ -222,7 +314,7 @@ fn rank_by_rare_terms(
     // hold no common term, and a lower bound (never above `both`'s last
     // score) for the others that `both` did not return.
     let mut scores: std::collections::HashMap<i64, f64> =
-        rank(conn, user_id, &rare_expr, limit)?.into_iter().collect();
+        rank(conn, index, &rare_expr, limit)?.into_iter().collect();
     scores.extend(both);
     let mut ranked: Vec<(i64, f64)> = scores.into_iter().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -314,9 +406,26 @@ mod tests {
             .collect()
     }
 
+    /// The user's index table.
+    fn index_of(conn: &Connection, user: &str) -> String {
+        user_index(conn, user)
+            .expect("lookup")
+            .expect("the user has an index")
+    }
+
+    /// Checks the user's index with FTS5's integrity check.
+    fn assert_index_consistent(conn: &Connection, user: &str) {
+        let index = index_of(conn, user);
+        conn.execute(
+            &format!("INSERT INTO {index} ({index}) VALUES ('integrity-check')"),
+            [],
+        )
+        .expect("the index is consistent");
+    }
+
     /// Asserts that `search` returns what ranking every match returns.
     fn assert_ranked_like_every_match(conn: &Connection, user: &str, text: &str, limit: i64) {
-        let every = rank(conn, user, &any_of(&query_terms(text)), limit).expect("rank all");
+        let every = rank(conn, &index_of(conn, user), &any_of(&query_terms(text)), limit).expect("rank all");
         let hits = search(conn, user, text, limit as usize).expect("search");
         assert_eq!(hits.len(), every.len(), "{text} limit {limit}");
         for (hit, (rowid, score)) in hits.iter().zip(&every) {
@@ -344,7 +453,7 @@ mod tests {
                     let text = format!("w{common} w{rare} w{}", rare + 1);
                     assert_ranked_like_every_match(&conn, "u1", &text, limit);
                     let terms = query_terms(&text);
-                    if rank_by_rare_terms(&conn, "u1", &terms, limit)
+                    if rank_by_rare_terms(&conn, &index_of(&conn, "u1"), &terms, limit)
                         .expect("shortcut")
                         .is_some()
                     {
@@ -394,10 +503,13 @@ mod tests {
             assert_eq!(index_pending(&tx).expect("index"), 100);
             tx.commit().expect("commit");
         }
+        let index = index_of(&conn, "u1");
         let segments = |conn: &Connection| -> i64 {
-            conn.query_row("SELECT count(DISTINCT segid) FROM chunks_fts_idx", [], |r| {
-                r.get(0)
-            })
+            conn.query_row(
+                &format!("SELECT count(DISTINCT segid) FROM {index}_idx"),
+                [],
+                |r| r.get(0),
+            )
             .expect("segments")
         };
         let before = segments(&conn);
@@ -439,11 +551,7 @@ mod tests {
             .expect("delete old");
         assert_eq!(index_pending(&tx).expect("index"), 0);
         tx.commit().expect("commit");
-        conn.execute(
-            "INSERT INTO chunks_fts (chunks_fts) VALUES ('integrity-check')",
-            [],
-        )
-        .expect("the index matches the chunks");
+        assert_index_consistent(&conn, "u1");
         assert_eq!(search(&conn, "u1", "alpha", 5).expect("search").len(), 1);
         assert!(search(&conn, "u1", "beta gamma", 5).expect("search").is_empty());
     }
@@ -469,14 +577,14 @@ mod tests {
                 .all(|h| h.context == "Volcanic soils" && !h.text.contains("Volcanic"))
         );
 
-        conn.execute("DELETE FROM chunks WHERE context <> ''", [])
+        let tx = conn.transaction().expect("begin");
+        tx.execute("DELETE FROM chunks WHERE context <> ''", [])
             .expect("delete");
-        conn.execute(
-            "INSERT INTO chunks_fts (chunks_fts) VALUES ('integrity-check')",
-            [],
-        )
-        .expect("the delete removed exactly what was indexed");
+        index_pending(&tx).expect("apply the deletes");
+        tx.commit().expect("commit");
+        assert_index_consistent(&conn, "u1");
         assert!(search(&conn, "u1", "volcanic", 5).expect("search").is_empty());
+        assert_eq!(search(&conn, "u1", "delta", 5).expect("search").len(), 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/004_batched_index.sql"),
     include_str!("migrations/005_chunk_context.sql"),
     include_str!("migrations/006_event_indexes.sql"),
+    include_str!("migrations/007_user_indexes.sql"),
 ];
 
 /// Brings the database to the newest version in one IMMEDIATE transaction.
@@ -35,6 +36,13 @@ pub fn run(conn: &mut Connection) -> Result<()> {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i64::try_from(index + 1).unwrap_or(i64::MAX))?;
         tracing::info!(version = index + 1, "applied schema migration");
+    }
+    if current < MIGRATIONS.len() {
+        // A migration may queue chunks for the search index (version 7
+        // queues them all): they are searchable from this commit on.
+        tracing::info!("indexing chunks for search");
+        let indexed = super::chunks::index_pending(&tx)?;
+        tracing::info!(chunks = indexed, "indexed chunks for search");
     }
     tx.commit()?;
     Ok(())
@@ -61,21 +69,27 @@ mod tests {
         assert_eq!(problems, 0);
     }
 
-    /// A database migrated to `version` only.
-    fn at_version(version: usize) -> (tempfile::TempDir, Connection) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let conn = Connection::open(dir.path().join("t.db")).expect("open");
-        for (index, sql) in MIGRATIONS[..version].iter().enumerate() {
+    /// Applies the migrations after `from` up to `to`, as `run` would
+    /// if `to` were the newest.
+    fn upgrade(conn: &Connection, from: usize, to: usize) {
+        for (index, sql) in MIGRATIONS[..to].iter().enumerate().skip(from) {
             conn.execute_batch(sql).expect("migration");
             conn.pragma_update(None, "user_version", index as i64 + 1)
                 .expect("version");
         }
+    }
+
+    /// A database migrated to `version` only.
+    fn at_version(version: usize) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = Connection::open(dir.path().join("t.db")).expect("open");
+        upgrade(&conn, 0, version);
         (dir, conn)
     }
 
     #[test]
     fn chunks_indexed_before_version_5_stay_searchable_and_deletable() {
-        let (_dir, mut conn) = at_version(4);
+        let (_dir, conn) = at_version(4);
         conn.execute_batch(
             "INSERT INTO users (id, email, password_hash, created_at) VALUES ('u', 'u', 'x', 0);
              INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256,
@@ -90,7 +104,7 @@ mod tests {
         )
         .expect("a version 4 database with indexed chunks");
 
-        run(&mut conn).expect("migrate to version 5");
+        upgrade(&conn, 4, 5);
         let search = |conn: &Connection| -> Vec<i64> {
             let mut statement = conn
                 .prepare("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH 'heron' ORDER BY rowid")
@@ -150,6 +164,66 @@ mod tests {
             data(&conn)[2..],
             [r#"{"id":"d","deleted":true}"#, r#"{"id":"j","deleted":true}"#]
         );
+    }
+
+    #[test]
+    fn chunks_indexed_before_version_7_move_to_their_users_indexes() {
+        let (_dir, mut conn) = at_version(6);
+        conn.execute_batch(
+            "INSERT INTO users (id, email, password_hash, created_at)
+             VALUES ('u1', 'u1', 'x', 0), ('u2', 'u2', 'x', 0);
+             INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256,
+                                    status, created_at, updated_at)
+             VALUES ('d1', 'u1', 'f.txt', 'text/plain', 'txt', 0, '', 'ready', 0, 0),
+                    ('d2', 'u2', 'g.txt', 'text/plain', 'txt', 0, '', 'ready', 0, 0);
+             INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text, context)
+             VALUES ('d1', 'u1', 0, 0, 0, 'the heron nests near water', 'Birds'),
+                    ('d1', 'u1', 1, 0, 0, 'the grey heron hunts fish', 'Birds'),
+                    ('d2', 'u2', 0, 0, 0, 'a heron painted in oil', ''),
+                    ('d2', 'u2', 1, 0, 0, 'the gallery opens at nine', '');
+             -- What version 6's writer did before each commit.
+             INSERT INTO chunks_fts (rowid, text, context) SELECT rowid, text, context FROM chunks;
+             UPDATE fts_state SET indexed_through = 4;",
+        )
+        .expect("a version 6 database with indexed chunks of two users");
+
+        run(&mut conn).expect("migrate to the newest version");
+        let found = |conn: &Connection, user: &str, text: &str| -> Vec<String> {
+            crate::db::chunks::search(conn, user, text, 10)
+                .expect("search")
+                .into_iter()
+                .map(|hit| hit.chunk_id)
+                .collect()
+        };
+        assert_eq!(found(&conn, "u1", "heron"), ["1", "2"].map(String::from).to_vec());
+        assert_eq!(found(&conn, "u2", "heron"), ["3"].map(String::from).to_vec());
+        assert_eq!(found(&conn, "u1", "birds").len(), 2, "contexts are indexed too");
+        assert!(
+            found(&conn, "u1", "gallery").is_empty(),
+            "never another user's chunks"
+        );
+
+        // Deletes reach the new indexes.
+        let tx = conn.transaction().expect("begin");
+        tx.execute("DELETE FROM chunks WHERE rowid = 1", [])
+            .expect("delete a chunk");
+        crate::db::chunks::index_pending(&tx).expect("apply the delete");
+        tx.commit().expect("commit");
+        assert_eq!(found(&conn, "u1", "heron"), ["2"].map(String::from).to_vec());
+        crate::db::users::delete(&conn, "u2").expect("delete an account");
+        crate::db::chunks::index_pending(&conn).expect("apply the deletes");
+        let tables = |pattern: &str| -> i64 {
+            conn.query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name GLOB ?1",
+                [pattern],
+                |r| r.get(0),
+            )
+            .expect("tables")
+        };
+        // u1's index is chunks_fts_1 (with its shadow tables), u2's was _2.
+        assert_eq!(tables("chunks_fts_2*"), 0, "the deleted account's index is gone");
+        assert!(tables("chunks_fts_1*") > 0, "u1's index stays");
+        assert_eq!(found(&conn, "u1", "heron"), ["2"].map(String::from).to_vec());
     }
 
     #[test]

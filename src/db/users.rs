@@ -97,12 +97,13 @@ pub fn set_password(conn: &Connection, id: &str, old_hash: &str, new_hash: &str)
     )?)
 }
 
-/// Deletes the account; everything it owns goes with it (ON DELETE CASCADE).
+/// Deletes the account; everything it owns goes with it (ON DELETE
+/// CASCADE), and its search index too.
 #[instrument(skip_all)]
 pub fn delete(conn: &Connection, id: &str) -> Result<()> {
     let deleted = conn.execute("DELETE FROM users WHERE id = ?1", [id])?;
     if deleted == 0 {
         return Err(super::Error::NotFound);
     }
-    Ok(())
+    super::chunks::drop_user_index(conn, id)
 }

@@ -153,3 +153,41 @@ async fn the_passages_of_a_document_match_the_words_of_its_title() {
         "another document's passages do not match this title"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_documents_never_change_my_scores() {
+    let app = TestApp::spawn().await;
+    let api = Api::of(&app);
+    let mine = api.register("scores-mine@example.com").await;
+    let theirs = api.register("scores-theirs@example.com").await;
+    for (name, text) in [
+        ("kestrel.txt", "The kestrel hovers over the meadow at dawn."),
+        ("grasses.txt", "Field notes on meadow grasses and soil."),
+        ("rain.txt", "Rainfall totals for the spring months."),
+        ("fences.txt", "Repairs to the north fence and the gate."),
+    ] {
+        api.upload_ready(&mine, name, text.as_bytes()).await;
+    }
+    let scores = |hits: Vec<Value>| -> Vec<(String, f64)> {
+        hits.iter()
+            .map(|h| {
+                (
+                    h["chunk_id"].as_str().unwrap_or_default().to_owned(),
+                    h["score"].as_f64().unwrap_or(f64::NAN),
+                )
+            })
+            .collect()
+    };
+    let before = scores(api.search(&mine, "kestrel meadow").await);
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // BM25 weighs a word by how many chunks hold it: another user's
+    // documents full of these words must not count.
+    for n in 0..4 {
+        let text = format!("Kestrel {n}: a kestrel over a meadow, then another kestrel.");
+        api.upload_ready(&theirs, &format!("kestrels-{n}.txt"), text.as_bytes())
+            .await;
+    }
+    assert_eq!(api.search(&theirs, "kestrel meadow").await.len(), 4);
+    assert_eq!(scores(api.search(&mine, "kestrel meadow").await), before);
+}

@@ -1,0 +1,42 @@
+-- Version 7: one full-text index per user instead of one for everybody.
+--
+-- With a shared index every search joined each matching chunk to `chunks`
+-- to keep the caller's own: a third to half of a search's time (see
+-- docs/BENCHMARKS.md, round 5). And BM25's statistics (how many chunks
+-- hold a word, how long chunks are on average) mixed every user's
+-- documents, so one user's uploads changed another's scores, which the API
+-- returns. Each user's index is now `chunks_fts_<n>`, created with the
+-- user's first indexed chunk (`db::chunks::index_pending`) and dropped with
+-- the account.
+--
+-- The per-user tables are contentless (the text stays in `chunks`) with
+-- contentless_delete, so a chunk leaves its index by rowid alone: a trigger
+-- cannot name a table that depends on the row, so it queues the deleted
+-- rowids in `fts_deleted`, and the writer applies the queue in the same
+-- transaction, just before it commits (as it indexes new chunks).
+--
+-- The migration queues every chunk for indexing (watermark 0); the
+-- migration runner indexes them before it commits.
+
+DROP TRIGGER chunks_fts_delete;
+DROP TABLE chunks_fts;
+
+CREATE TABLE user_indexes (
+    -- The index table is chunks_fts_<n>; never reused.
+    n       INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL UNIQUE
+) STRICT;
+
+CREATE TABLE fts_deleted (
+    rowid   INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL
+) STRICT;
+
+-- As in version 4: only chunks that were indexed have entries to remove.
+CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks
+WHEN old.rowid <= (SELECT indexed_through FROM fts_state WHERE id = 1)
+BEGIN
+    INSERT INTO fts_deleted (rowid, user_id) VALUES (old.rowid, old.user_id);
+END;
+
+UPDATE fts_state SET indexed_through = 0 WHERE id = 1;
