@@ -2,6 +2,9 @@
 //! text: every word becomes a quoted FTS5 string, so nothing a user types
 //! is query syntax; stop-words are dropped.
 
+use std::collections::HashMap;
+
+use rusqlite::types::ToSqlOutput;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use tracing::instrument;
@@ -64,12 +67,12 @@ fn create_user_index(conn: &Connection, user_id: &str) -> Result<String> {
         .prepare_cached("INSERT INTO user_indexes (user_id) VALUES (?1) RETURNING n")?
         .query_row([user_id], |r| r.get(0))?;
     let table = index_table(n);
-    // Contentless: the text is in `chunks`, and a chunk leaves the index by
-    // rowid alone (contentless_delete). Background merges (`merge_index_step`)
-    // combine any two segments of a level.
+    // Contentless: the text is in `chunks` (and, for a deleted chunk, in
+    // `fts_deleted`). Background merges (`merge_index_step`) combine any
+    // two segments of a level.
     conn.execute_batch(&format!(
         "CREATE VIRTUAL TABLE {table} USING fts5 (
-             text, context, content = '', contentless_delete = 1,
+             text, context, content = '',
              tokenize = 'porter unicode61 remove_diacritics 2'
          );
          INSERT INTO {table} ({table}, rank) VALUES ('usermerge', 2);"
@@ -91,7 +94,7 @@ pub fn drop_user_index(conn: &Connection, user_id: &str) -> Result<()> {
 
 /// Brings the full-text indexes up to date with `chunks`: removes the
 /// chunks deleted since the last call (queued by a trigger, migration 7)
-/// and adds the chunks written since, one statement per user, so that FTS5
+/// and adds the chunks written since, in one pass over them, so that FTS5
 /// writes each user's new chunks as one segment. The writer calls it at the
 /// end of every batch, in the batch's transaction and outside every
 /// savepoint: a chunk is searchable from the commit that adds it, and gone
@@ -105,7 +108,8 @@ pub fn index_pending(conn: &Connection) -> Result<usize> {
         // No index left: the account was deleted, and its index with it.
         if let Some(table) = user_index(conn, user_id)? {
             conn.prepare_cached(&format!(
-                "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM fts_deleted WHERE user_id = ?1)"
+                "INSERT INTO {table} ({table}, rowid, text, context)
+                 SELECT 'delete', rowid, text, context FROM fts_deleted WHERE user_id = ?1"
             ))?
             .execute([user_id])?;
         }
@@ -117,22 +121,32 @@ pub fn index_pending(conn: &Connection) -> Result<usize> {
     let through: i64 = conn
         .prepare_cached("SELECT indexed_through FROM fts_state WHERE id = 1")?
         .query_row([], |r| r.get(0))?;
-    let users: Vec<String> = conn
-        .prepare_cached("SELECT DISTINCT user_id FROM chunks WHERE rowid > ?1")?
-        .query_map([through], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut pending = conn
+        .prepare_cached("SELECT rowid, user_id, text, context FROM chunks WHERE rowid > ?1 ORDER BY rowid")?;
+    let mut rows = pending.query([through])?;
+    let mut tables: HashMap<String, String> = HashMap::new();
     let mut indexed = 0;
-    for user_id in &users {
-        let table = match user_index(conn, user_id)? {
+    while let Some(row) = rows.next()? {
+        let user_id: String = row.get(1)?;
+        let table = match tables.get(&user_id) {
             Some(table) => table,
-            None => create_user_index(conn, user_id)?,
+            None => {
+                let table = match user_index(conn, &user_id)? {
+                    Some(table) => table,
+                    None => create_user_index(conn, &user_id)?,
+                };
+                tables.entry(user_id).or_insert(table)
+            }
         };
-        indexed += conn
-            .prepare_cached(&format!(
-                "INSERT INTO {table} (rowid, text, context)
-                 SELECT rowid, text, context FROM chunks WHERE rowid > ?1 AND user_id = ?2"
-            ))?
-            .execute(params![through, user_id])?;
+        conn.prepare_cached(&format!(
+            "INSERT INTO {table} (rowid, text, context) VALUES (?1, ?2, ?3)"
+        ))?
+        .execute(params![
+            row.get::<_, i64>(0)?,
+            ToSqlOutput::Borrowed(row.get_ref(2)?),
+            ToSqlOutput::Borrowed(row.get_ref(3)?)
+        ])?;
+        indexed += 1;
     }
     if indexed > 0 {
         conn.prepare_cached(
@@ -313,8 +327,7 @@ fn rank_by_rare_terms(
     // Chunks with rare terms: scored with those; exact for the ones that
     // hold no common term, and a lower bound (never above `both`'s last
     // score) for the others that `both` did not return.
-    let mut scores: std::collections::HashMap<i64, f64> =
-        rank(conn, index, &rare_expr, limit)?.into_iter().collect();
+    let mut scores: HashMap<i64, f64> = rank(conn, index, &rare_expr, limit)?.into_iter().collect();
     scores.extend(both);
     let mut ranked: Vec<(i64, f64)> = scores.into_iter().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -585,6 +598,48 @@ mod tests {
         assert_index_consistent(&conn, "u1");
         assert!(search(&conn, "u1", "volcanic", 5).expect("search").is_empty());
         assert_eq!(search(&conn, "u1", "delta", 5).expect("search").len(), 1);
+    }
+
+    #[test]
+    fn deleted_chunks_leave_the_scores_of_an_index_that_never_had_them() {
+        let kept = zipf_chunks(400, 21);
+        let (_dir, mut conn) = database(&[("u1", kept.clone())]);
+        let tx = conn.transaction().expect("begin");
+        for (ordinal, text) in zipf_chunks(400, 22).iter().enumerate() {
+            tx.execute(
+                "INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text)
+                 VALUES ('doc-u1', 'u1', ?1, 0, 0, ?2)",
+                params![1000 + ordinal as i64, text],
+            )
+            .expect("chunk");
+        }
+        index_pending(&tx).expect("index");
+        tx.commit().expect("commit");
+        let tx = conn.transaction().expect("begin");
+        tx.execute("DELETE FROM chunks WHERE ordinal >= 1000", [])
+            .expect("delete the second half");
+        index_pending(&tx).expect("apply the deletes");
+        tx.commit().expect("commit");
+
+        // BM25 counts chunks and their lengths: the deleted ones must not.
+        let (_fresh_dir, fresh) = database(&[("u1", kept)]);
+        for text in ["w0 w30", "w3 w17 w60", "w120", "w1 w2 w250"] {
+            let scores = |conn: &Connection| -> Vec<(String, f64)> {
+                search(conn, "u1", text, 20)
+                    .expect("search")
+                    .into_iter()
+                    .map(|h| (h.chunk_id, h.score))
+                    .collect()
+            };
+            let (after, never) = (scores(&conn), scores(&fresh));
+            assert_eq!(after.len(), never.len(), "{text}");
+            for ((id, score), (fresh_id, fresh_score)) in after.iter().zip(&never) {
+                assert!(
+                    (score - fresh_score).abs() < 1e-9,
+                    "{text}: {id} {score} vs {fresh_id} {fresh_score}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -83,6 +83,8 @@ mod tests {
     fn at_version(version: usize) -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().expect("temp dir");
         let conn = Connection::open(dir.path().join("t.db")).expect("open");
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .expect("as the server runs it");
         upgrade(&conn, 0, version);
         (dir, conn)
     }
@@ -212,6 +214,19 @@ mod tests {
         assert_eq!(found(&conn, "u1", "heron"), ["2"].map(String::from).to_vec());
         crate::db::users::delete(&conn, "u2").expect("delete an account");
         crate::db::chunks::index_pending(&conn).expect("apply the deletes");
+        let left: (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM chunks WHERE user_id = 'u2'),
+                        (SELECT count(*) FROM fts_deleted)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("counts");
+        assert_eq!(
+            left,
+            (0, 0),
+            "the account's chunks are gone, and the queue applied"
+        );
         let tables = |pattern: &str| -> i64 {
             conn.query_row(
                 "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name GLOB ?1",

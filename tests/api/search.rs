@@ -190,4 +190,14 @@ async fn another_users_documents_never_change_my_scores() {
     }
     assert_eq!(api.search(&theirs, "kestrel meadow").await.len(), 4);
     assert_eq!(scores(api.search(&mine, "kestrel meadow").await), before);
+
+    // Nor do my own deleted documents.
+    let extra = api
+        .upload_ready(&mine, "extra.txt", b"A kestrel nest by the meadow wall.")
+        .await;
+    assert_ne!(scores(api.search(&mine, "kestrel meadow").await), before);
+    api.delete(&format!("/api/documents/{}", id(&extra)), &mine)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    assert_eq!(scores(api.search(&mine, "kestrel meadow").await), before);
 }

@@ -9,11 +9,13 @@
 -- user's first indexed chunk (`db::chunks::index_pending`) and dropped with
 -- the account.
 --
--- The per-user tables are contentless (the text stays in `chunks`) with
--- contentless_delete, so a chunk leaves its index by rowid alone: a trigger
--- cannot name a table that depends on the row, so it queues the deleted
--- rowids in `fts_deleted`, and the writer applies the queue in the same
--- transaction, just before it commits (as it indexes new chunks).
+-- The per-user tables are contentless (the text stays in `chunks`). A
+-- trigger cannot name a table that depends on the row, so it queues each
+-- deleted chunk, with the text FTS5 needs to remove its entries, in
+-- `fts_deleted`, and the writer applies the queue in the same transaction,
+-- just before it commits (as it indexes new chunks). (FTS5's
+-- contentless_delete option would need only the rowid, but its deletes
+-- leave the row count and total length that BM25 uses unchanged.)
 --
 -- The migration queues every chunk for indexing (watermark 0); the
 -- migration runner indexes them before it commits.
@@ -29,14 +31,17 @@ CREATE TABLE user_indexes (
 
 CREATE TABLE fts_deleted (
     rowid   INTEGER PRIMARY KEY,
-    user_id TEXT NOT NULL
+    user_id TEXT NOT NULL,
+    text    TEXT NOT NULL,
+    context TEXT NOT NULL
 ) STRICT;
 
 -- As in version 4: only chunks that were indexed have entries to remove.
 CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks
 WHEN old.rowid <= (SELECT indexed_through FROM fts_state WHERE id = 1)
 BEGIN
-    INSERT INTO fts_deleted (rowid, user_id) VALUES (old.rowid, old.user_id);
+    INSERT INTO fts_deleted (rowid, user_id, text, context)
+    VALUES (old.rowid, old.user_id, old.text, old.context);
 END;
 
 UPDATE fts_state SET indexed_through = 0 WHERE id = 1;
