@@ -112,6 +112,7 @@ pub fn index_pending(conn: &Connection) -> Result<usize> {
                  SELECT 'delete', rowid, text, context FROM fts_deleted WHERE user_id = ?1"
             ))?
             .execute([user_id])?;
+            mark_changed(conn, user_id)?;
         }
     }
     if !deleted.is_empty() {
@@ -135,6 +136,7 @@ pub fn index_pending(conn: &Connection) -> Result<usize> {
                     Some(table) => table,
                     None => create_user_index(conn, &user_id)?,
                 };
+                mark_changed(conn, &user_id)?;
                 tables.entry(user_id).or_insert(table)
             }
         };
@@ -157,17 +159,24 @@ pub fn index_pending(conn: &Connection) -> Result<usize> {
     Ok(indexed)
 }
 
+/// Notes that the user's index changed: it may have segments to merge.
+fn mark_changed(conn: &Connection, user_id: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE user_indexes SET merged = 0 WHERE user_id = ?1 AND merged")?
+        .execute([user_id])?;
+    Ok(())
+}
+
 /// One step of background index maintenance: FTS5 merges up to `pages`
 /// leaf pages of segments on the same level (two or more) in the first
-/// user index that has any. Fewer segments make every search cheaper,
-/// since each query term is looked up in each segment. Returns whether
-/// there was work to do.
+/// user index, changed since it was last merged, that has any. Fewer
+/// segments make every search cheaper, since each query term is looked up
+/// in each segment. Returns whether there was work to do.
 pub fn merge_index_step(conn: &Connection, pages: u32) -> Result<bool> {
-    let indexes: Vec<i64> = conn
-        .prepare_cached("SELECT n FROM user_indexes ORDER BY n")?
+    let changed: Vec<i64> = conn
+        .prepare_cached("SELECT n FROM user_indexes WHERE NOT merged ORDER BY n")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    for n in indexes {
+    for n in changed {
         let table = index_table(n);
         let before = conn.total_changes();
         conn.prepare_cached(&format!(
@@ -179,6 +188,8 @@ pub fn merge_index_step(conn: &Connection, pages: u32) -> Result<bool> {
         if conn.total_changes() - before >= 2 {
             return Ok(true);
         }
+        conn.prepare_cached("UPDATE user_indexes SET merged = 1 WHERE n = ?1")?
+            .execute([n])?;
     }
     Ok(false)
 }
@@ -542,8 +553,26 @@ mod tests {
             search(&conn, "u1", "w3 w17 w60", 20).expect("search"),
             hits_before
         );
-        // Nothing more to merge.
+        // Nothing more to merge, and the index is not looked at again until
+        // it changes.
         assert!(!merge_index_step(&conn, 16).expect("merge"));
+        let merged = |conn: &Connection| -> bool {
+            conn.query_row("SELECT merged FROM user_indexes WHERE user_id = 'u1'", [], |r| {
+                r.get(0)
+            })
+            .expect("flag")
+        };
+        assert!(merged(&conn));
+        let tx = conn.transaction().expect("begin");
+        tx.execute(
+            "INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text)
+             VALUES ('doc-u1', 'u1', 999, 0, 0, 'w1 w2')",
+            [],
+        )
+        .expect("chunk");
+        index_pending(&tx).expect("index");
+        tx.commit().expect("commit");
+        assert!(!merged(&conn), "a new segment may need merging");
     }
 
     #[test]

@@ -26,7 +26,11 @@ DROP TABLE chunks_fts;
 CREATE TABLE user_indexes (
     -- The index table is chunks_fts_<n>; never reused.
     n       INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id TEXT NOT NULL UNIQUE
+    user_id TEXT NOT NULL UNIQUE,
+    -- Whether its segments were merged as far as background merges go
+    -- since its last change: the sweep skips those (one statement per
+    -- user each sweep would add up with many users).
+    merged  INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 
 CREATE TABLE fts_deleted (
