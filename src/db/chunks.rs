@@ -63,10 +63,9 @@ fn user_index(conn: &Connection, user_id: &str) -> Result<Option<String>> {
 
 /// Creates the user's (empty) index table.
 fn create_user_index(conn: &Connection, user_id: &str) -> Result<String> {
-    let n: i64 = conn
-        .prepare_cached("INSERT INTO user_indexes (user_id) VALUES (?1) RETURNING n")?
-        .query_row([user_id], |r| r.get(0))?;
-    let table = index_table(n);
+    conn.prepare_cached("INSERT INTO user_indexes (user_id) VALUES (?1)")?
+        .execute([user_id])?;
+    let table = index_table(conn.last_insert_rowid());
     // Contentless: the text is in `chunks` (and, for a deleted chunk, in
     // `fts_deleted`). Background merges (`merge_index_step`) combine any
     // two segments of a level.
@@ -107,12 +106,12 @@ pub fn index_pending(conn: &Connection) -> Result<usize> {
     for user_id in &deleted {
         // No index left: the account was deleted, and its index with it.
         if let Some(table) = user_index(conn, user_id)? {
+            mark_changed(conn, user_id)?;
             conn.prepare_cached(&format!(
                 "INSERT INTO {table} ({table}, rowid, text, context)
                  SELECT 'delete', rowid, text, context FROM fts_deleted WHERE user_id = ?1"
             ))?
             .execute([user_id])?;
-            mark_changed(conn, user_id)?;
         }
     }
     if !deleted.is_empty() {
@@ -122,24 +121,33 @@ pub fn index_pending(conn: &Connection) -> Result<usize> {
     let through: i64 = conn
         .prepare_cached("SELECT indexed_through FROM fts_state WHERE id = 1")?
         .query_row([], |r| r.get(0))?;
+    // Every write but a single-row insert into FTS5 (a statement that may
+    // need rolling back alone, such as INSERT ... SELECT) makes FTS5 write
+    // out the terms it holds for the tables already written in this
+    // transaction as a segment. So the bookkeeping comes first, and the pass
+    // below only inserts, one row at a time: one segment per user.
+    let users: Vec<String> = conn
+        .prepare_cached("SELECT DISTINCT user_id FROM chunks WHERE rowid > ?1")?
+        .query_map([through], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut tables: HashMap<String, String> = HashMap::with_capacity(users.len());
+    for user_id in users {
+        let table = match user_index(conn, &user_id)? {
+            Some(table) => table,
+            None => create_user_index(conn, &user_id)?,
+        };
+        mark_changed(conn, &user_id)?;
+        tables.insert(user_id, table);
+    }
     let mut pending = conn
         .prepare_cached("SELECT rowid, user_id, text, context FROM chunks WHERE rowid > ?1 ORDER BY rowid")?;
     let mut rows = pending.query([through])?;
-    let mut tables: HashMap<String, String> = HashMap::new();
     let mut indexed = 0;
     while let Some(row) = rows.next()? {
         let user_id: String = row.get(1)?;
-        let table = match tables.get(&user_id) {
-            Some(table) => table,
-            None => {
-                let table = match user_index(conn, &user_id)? {
-                    Some(table) => table,
-                    None => create_user_index(conn, &user_id)?,
-                };
-                mark_changed(conn, &user_id)?;
-                tables.entry(user_id).or_insert(table)
-            }
-        };
+        let table = tables
+            .get(&user_id)
+            .ok_or_else(|| super::Error::Other(format!("no search index for the chunks of {user_id}")))?;
         conn.prepare_cached(&format!(
             "INSERT INTO {table} (rowid, text, context) VALUES (?1, ?2, ?3)"
         ))?
@@ -573,6 +581,14 @@ mod tests {
         index_pending(&tx).expect("index");
         tx.commit().expect("commit");
         assert!(!merged(&conn), "a new segment may need merging");
+        while merge_index_step(&conn, 16).expect("merge") {}
+        assert!(merged(&conn));
+        let tx = conn.transaction().expect("begin");
+        tx.execute("DELETE FROM chunks WHERE ordinal = 999", [])
+            .expect("delete");
+        index_pending(&tx).expect("apply the delete");
+        tx.commit().expect("commit");
+        assert!(!merged(&conn), "a delete writes to the index too");
     }
 
     #[test]
@@ -669,6 +685,51 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn chunks_of_interleaved_users_make_one_segment_per_index() {
+        let (_dir, mut conn) = database(&[
+            ("u1", vec!["first".to_owned()]),
+            ("u2", vec!["second".to_owned()]),
+        ]);
+        let tx = conn.transaction().expect("begin");
+        crate::db::testing::insert_user(&tx, "u3");
+        tx.execute(
+            "INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256,
+                                    status, created_at, updated_at)
+             VALUES ('doc-u3', 'u3', 'f.txt', 'text/plain', 'txt', 0, '', 'ready', 0, 0)",
+            [],
+        )
+        .expect("document");
+        // u1, u2 and a new user u3 (whose index is created on the way),
+        // row after row.
+        for ordinal in 1..=30 {
+            let user = ["u1", "u2", "u3"][ordinal as usize % 3];
+            tx.execute(
+                "INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text)
+                 VALUES ('doc-' || ?1, ?1, ?2, 0, 0, 'word' || ?2)",
+                params![user, ordinal],
+            )
+            .expect("chunk");
+        }
+        assert_eq!(index_pending(&tx).expect("index"), 30);
+        tx.commit().expect("commit");
+        for user in ["u1", "u2", "u3"] {
+            let index = index_of(&conn, user);
+            let segments: i64 = conn
+                .query_row(
+                    &format!("SELECT count(DISTINCT segid) FROM {index}_idx"),
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("segments");
+            // u1 and u2 also have the segment of their first chunk.
+            let expected = if user == "u3" { 1 } else { 2 };
+            assert_eq!(segments, expected, "{user}");
+        }
+        assert_eq!(search(&conn, "u3", "word2", 5).expect("search").len(), 1);
+        assert!(search(&conn, "u3", "word3", 5).expect("search").is_empty());
     }
 
     #[test]

@@ -84,6 +84,9 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
+
 /// Handle to the database: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Db {
@@ -259,6 +262,10 @@ impl<'c> Tx<'c> {
 /// configurable synchronous).
 fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Search statements name the user's own index table, so with several
+    // active users there are more distinct statements than rusqlite's
+    // default 16 keeps prepared.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "foreign_keys", "ON")?;
     let synchronous = match sync {
         SyncMode::Full => "FULL",

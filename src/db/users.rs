@@ -101,9 +101,11 @@ pub fn set_password(conn: &Connection, id: &str, old_hash: &str, new_hash: &str)
 /// CASCADE), and its search index too.
 #[instrument(skip_all)]
 pub fn delete(conn: &Connection, id: &str) -> Result<()> {
+    // First, so that the chunks' deletes need not queue their text for it.
+    super::chunks::drop_user_index(conn, id)?;
     let deleted = conn.execute("DELETE FROM users WHERE id = ?1", [id])?;
     if deleted == 0 {
         return Err(super::Error::NotFound);
     }
-    super::chunks::drop_user_index(conn, id)
+    Ok(())
 }

@@ -40,9 +40,12 @@ CREATE TABLE fts_deleted (
     context TEXT NOT NULL
 ) STRICT;
 
--- As in version 4: only chunks that were indexed have entries to remove.
+-- As in version 4: only chunks that were indexed have entries to remove;
+-- and none when the user's index is gone (an account delete drops it
+-- first).
 CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks
 WHEN old.rowid <= (SELECT indexed_through FROM fts_state WHERE id = 1)
+ AND EXISTS (SELECT 1 FROM user_indexes WHERE user_id = old.user_id)
 BEGIN
     INSERT INTO fts_deleted (rowid, user_id, text, context)
     VALUES (old.rowid, old.user_id, old.text, old.context);
