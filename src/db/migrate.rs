@@ -37,15 +37,24 @@ pub fn run(conn: &mut Connection) -> Result<()> {
         tx.pragma_update(None, "user_version", i64::try_from(index + 1).unwrap_or(i64::MAX))?;
         tracing::info!(version = index + 1, "applied schema migration");
     }
-    if current < MIGRATIONS.len() {
-        // A migration may queue chunks for the search index (version 7
-        // queues them all): they are searchable from this commit on.
+    // A migration may queue chunks for the search index (version 7 queues
+    // them all): they are searchable from this commit on.
+    if current < MIGRATIONS.len() && chunks_queued(&tx)? {
         tracing::info!("indexing chunks for search");
         let indexed = super::chunks::index_pending(&tx)?;
         tracing::info!(chunks = indexed, "indexed chunks for search");
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Whether chunks wait for the search index.
+fn chunks_queued(conn: &Connection) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM chunks WHERE rowid > (SELECT indexed_through FROM fts_state))",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 #[cfg(test)]
