@@ -139,6 +139,10 @@ pub fn index_pending(conn: &Connection) -> Result<usize> {
         mark_changed(conn, &user_id)?;
         tables.insert(user_id, table);
     }
+    if tables.is_empty() {
+        // Most batches (chat turns, uploads) write no chunks.
+        return Ok(0);
+    }
     let mut pending = conn
         .prepare_cached("SELECT rowid, user_id, text, context FROM chunks WHERE rowid > ?1 ORDER BY rowid")?;
     let mut rows = pending.query([through])?;
