@@ -189,12 +189,14 @@ pub fn reprocess(tx: &mut Tx<'_>, user_id: &str, id: &str, max_retries: u32, now
             "the document already has a parse job queued or running",
         ));
     }
+    // The new job is the cause of the document's `queued`: its event first.
+    let job = jobs::enqueue(tx, user_id, id, max_retries, now)?;
     tx.execute(
         "UPDATE documents SET status = 'queued', error = NULL, updated_at = ?2 WHERE id = ?1",
         params![id, now],
     )?;
     emit_status(tx, user_id, id, now)?;
-    jobs::enqueue(tx, user_id, id, max_retries, now)
+    Ok(job)
 }
 
 /// Ids of every document of a user (for removing files after an account

@@ -175,8 +175,8 @@ pub fn claim(tx: &mut Tx<'_>, now: i64, lease_ms: i64) -> Result<Option<Claimed>
     claimed.kind = documents::kind(tx, &claimed.user_id, &claimed.document_id)?;
     tx.prepare_cached("INSERT INTO job_attempts (job_id, n, started_at) VALUES (?1, ?2, ?3)")?
         .execute(params![claimed.job_id, claimed.attempt, now])?;
-    set_document(tx, &claimed.user_id, &claimed.document_id, "parsing", None, now)?;
-    emit_job(tx, &claimed.user_id, &claimed.job_id, now)?;
+    set_document(tx, &claimed.document_id, "parsing", None, now)?;
+    emit_job_then_document(tx, &claimed, now)?;
     Ok(Some(claimed))
 }
 
@@ -212,7 +212,8 @@ pub fn start_ingesting(tx: &mut Tx<'_>, claimed: &Claimed, now: i64) -> Result<b
     if !holds(tx, claimed)? {
         return Ok(false);
     }
-    set_document(tx, &claimed.user_id, &claimed.document_id, "ingesting", None, now)?;
+    set_document(tx, &claimed.document_id, "ingesting", None, now)?;
+    emit_status(tx, &claimed.user_id, &claimed.document_id, now)?;
     Ok(true)
 }
 
@@ -269,8 +270,8 @@ pub fn succeed(tx: &mut Tx<'_>, claimed: &Claimed, chunks: &[ChunkText], now: i6
         "UPDATE jobs SET status = 'succeeded', lease_until = NULL, last_error = NULL, updated_at = ?2 WHERE id = ?1",
         params![claimed.job_id, now],
     )?;
-    set_document(tx, &claimed.user_id, &claimed.document_id, "ready", None, now)?;
-    emit_job(tx, &claimed.user_id, &claimed.job_id, now)?;
+    set_document(tx, &claimed.document_id, "ready", None, now)?;
+    emit_job_then_document(tx, claimed, now)?;
     Ok(true)
 }
 
@@ -316,7 +317,7 @@ pub fn fail(
                  last_error = ?4, run_after = ?5, lease_until = NULL, updated_at = ?6 WHERE id = ?1",
                 params![claimed.job_id, n, crashed, message, now + backoff(n), now],
             )?;
-            set_document(tx, &claimed.user_id, &claimed.document_id, "queued", None, now)?;
+            set_document(tx, &claimed.document_id, "queued", None, now)?;
         }
         Verdict::Wait => {
             tx.execute(
@@ -324,7 +325,7 @@ pub fn fail(
                  updated_at = ?4 WHERE id = ?1",
                 params![claimed.job_id, message, now + disk_full_wait_ms, now],
             )?;
-            set_document(tx, &claimed.user_id, &claimed.document_id, "queued", None, now)?;
+            set_document(tx, &claimed.document_id, "queued", None, now)?;
         }
         Verdict::Fail(error) => {
             tx.execute(
@@ -332,17 +333,10 @@ pub fn fail(
                  lease_until = NULL, updated_at = ?4 WHERE id = ?1",
                 params![claimed.job_id, crashed, error, now],
             )?;
-            set_document(
-                tx,
-                &claimed.user_id,
-                &claimed.document_id,
-                "failed",
-                Some(&error),
-                now,
-            )?;
+            set_document(tx, &claimed.document_id, "failed", Some(&error), now)?;
         }
     }
-    emit_job(tx, &claimed.user_id, &claimed.job_id, now)?;
+    emit_job_then_document(tx, claimed, now)?;
     Ok(true)
 }
 
@@ -358,17 +352,21 @@ fn close_attempt(conn: &Connection, claimed: &Claimed, error: Option<&str>, now:
     Ok(())
 }
 
-fn set_document(
-    tx: &mut Tx<'_>,
-    user_id: &str,
-    id: &str,
-    status: &str,
-    error: Option<&str>,
-    now: i64,
-) -> Result<()> {
-    tx.prepare_cached("UPDATE documents SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")?
+/// Moves the document of a job; its event is the caller's to emit, after
+/// the job's (see `emit_job_then_document`).
+fn set_document(conn: &Connection, id: &str, status: &str, error: Option<&str>, now: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE documents SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")?
         .execute(params![id, status, error, now])?;
-    emit_status(tx, user_id, id, now)?;
+    Ok(())
+}
+
+/// The events of a change to a job and the document status it causes,
+/// cause first (API.md): a client applying events in id order never sees
+/// the document `ready` (or `failed`, `queued`, `parsing`) while the job it
+/// holds still says otherwise.
+fn emit_job_then_document(tx: &mut Tx<'_>, claimed: &Claimed, now: i64) -> Result<()> {
+    emit_job(tx, &claimed.user_id, &claimed.job_id, now)?;
+    emit_status(tx, &claimed.user_id, &claimed.document_id, now)?;
     Ok(())
 }
 
@@ -410,8 +408,8 @@ const OUT_OF_RETRIES: &str = "interrupted: the job was interrupted more often th
 
 /// Closes the open attempt of running jobs with "interrupted" and requeues
 /// them (`retry_count + 1`, or failed when out of retries), with events:
-/// per job its document's `document.status_updated`, then its
-/// `job.status_updated`, in job (creation) order. Set-based, since the
+/// per job its `job.status_updated`, then its document's
+/// `document.status_updated` (cause first), in job (creation) order. Set-based, since the
 /// start-up sweep may find a crashed server's whole queue running, and a
 /// slice of jobs at a time, so that only one slice's rows and events are
 /// held in memory.
@@ -451,13 +449,13 @@ fn rescue_slice(tx: &mut Tx<'_>, scope: &Scope) -> Result<()> {
     for (_, user_id, job) in &mut jobs {
         job.attempts = attempts.remove(&job.id).unwrap_or_default();
         let doc = documents.get(&job.document_id).ok_or(Error::NotFound)?;
+        events.push(NewEvent::new(user_id, STATUS_UPDATED, subject(job), &*job)?);
         events.push(NewEvent::new(
             user_id,
             documents::STATUS_UPDATED,
             documents::subject(&doc.id),
             doc,
         )?);
-        events.push(NewEvent::new(user_id, STATUS_UPDATED, subject(job), &*job)?);
     }
     tx.emit_all(events, scope.now)
 }
@@ -599,16 +597,16 @@ mod tests {
         (count, frames)
     }
 
-    /// What each rescued job must emit: its document, then itself, as
-    /// stored after the rescue.
+    /// What each rescued job must emit: itself, then its document (cause
+    /// first), as stored after the rescue.
     fn expected_events(conn: &Connection, user: &str, jobs: &[&str]) -> Vec<(String, Value)> {
         jobs.iter()
             .flat_map(|id| {
                 let job = get(conn, id).expect("job");
                 let doc = documents::get(conn, user, &job.document_id).expect("document");
                 [
-                    (documents::STATUS_UPDATED.to_owned(), json!(doc)),
                     (STATUS_UPDATED.to_owned(), json!(job)),
+                    (documents::STATUS_UPDATED.to_owned(), json!(doc)),
                 ]
             })
             .collect()
@@ -727,15 +725,15 @@ mod tests {
             )
             .expect("count");
         assert_eq!(untouched, (2 * SLICE as i64 + 500 + 6) / 7);
-        // Per job, its document's event then its own, in creation order;
+        // Per job, its own event then its document's, in creation order;
         // each user's ids gap-free from 1.
         assert_eq!(frames.len(), 2 * running.len());
         let mut next = [1, 1];
         for ((owner, job), pair) in running.iter().zip(frames.chunks(2)) {
-            assert_eq!(pair[0]["type"], json!(documents::STATUS_UPDATED));
-            assert_eq!(pair[1]["type"], json!(STATUS_UPDATED));
-            assert_eq!(pair[1]["data"]["id"], json!(job));
-            assert_eq!(pair[1]["data"]["retry_count"], json!(1));
+            assert_eq!(pair[0]["type"], json!(STATUS_UPDATED));
+            assert_eq!(pair[1]["type"], json!(documents::STATUS_UPDATED));
+            assert_eq!(pair[0]["data"]["id"], json!(job));
+            assert_eq!(pair[0]["data"]["retry_count"], json!(1));
             let u = usize::from(owner == &users[1]);
             assert_eq!(pair[0]["id"], json!(next[u]), "{job}");
             assert_eq!(pair[1]["id"], json!(next[u] + 1), "{job}");

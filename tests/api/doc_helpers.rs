@@ -653,3 +653,49 @@ pub fn statuses_of(events: &[Value], kind: &str) -> Vec<String> {
         .map(|e| e["data"]["status"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
+
+/// The job status a document status follows from (API.md "Parse jobs").
+fn job_status_behind(doc_status: &str) -> &'static str {
+    match doc_status {
+        "parsing" | "ingesting" => "running",
+        "ready" => "succeeded",
+        "failed" => "failed",
+        "queued" => "queued",
+        other => panic!("unknown document status {other}"),
+    }
+}
+
+/// Events are numbered cause first: applied in id order, every
+/// `document.status_updated` finds the document's job (as its latest
+/// `job.status_updated` left it) already in the status that causes it,
+/// never still `running` when the document is `ready`. Panics with the
+/// sequence otherwise; returns how many document events it checked.
+#[track_caller]
+pub fn assert_cause_first(events: &[Value]) -> usize {
+    let mut job_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut checked = 0;
+    for (n, event) in events.iter().enumerate() {
+        let data = &event["data"];
+        match event["type"].as_str().unwrap_or_default() {
+            "job.status_updated" => {
+                let doc = data["document_id"].as_str().unwrap_or_default().to_owned();
+                job_of.insert(doc, data["status"].as_str().unwrap_or_default().to_owned());
+            }
+            "document.status_updated" => {
+                let doc = data["id"].as_str().unwrap_or_default();
+                let status = data["status"].as_str().unwrap_or_default();
+                let job = job_of.get(doc).map(String::as_str);
+                assert_eq!(
+                    job,
+                    Some(job_status_behind(status)),
+                    "event {n} makes the document {status} while its job is {job:?}: the job's \
+                     event must come first: {:?}",
+                    summary(events)
+                );
+                checked += 1;
+            }
+            _ => {}
+        }
+    }
+    checked
+}

@@ -7,7 +7,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::chat::ask;
-use crate::doc_helpers::{Api, assert_document, assert_job, fixture, id, snippets_contain};
+use crate::doc_helpers::{
+    Api, assert_cause_first, assert_document, assert_job, fixture, id, snippets_contain,
+};
 use crate::helpers::TestApp;
 use crate::ws_helpers::{assert_consecutive, connect, types};
 
@@ -209,9 +211,18 @@ async fn one_upload_emits_its_events_in_order() {
     }
     assert_eq!(doc_statuses, ["parsing", "ingesting", "ready"], "{order:?}");
     assert_eq!(job_statuses, ["running", "succeeded"], "{order:?}");
-    let at = |what: &str| order.iter().position(|o| o == what).expect("present");
-    assert!(at("job running") < at("document ingesting"), "{order:?}");
-    assert!(at("document ingesting") < at("job succeeded"), "{order:?}");
+    // Cause first: the job's event, then the document's it causes.
+    assert_eq!(
+        order,
+        [
+            "job running",
+            "document parsing",
+            "document ingesting",
+            "job succeeded",
+            "document ready"
+        ]
+    );
+    assert_eq!(assert_cause_first(&events), 3);
 
     let last_doc = events
         .iter()

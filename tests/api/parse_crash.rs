@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::cli::{Server, ragd};
-use crate::doc_helpers::{Api, directed, events_until, id, statuses_of, summary, until_document};
+use crate::doc_helpers::{Api, assert_cause_first, directed, id, statuses_of, summary, until_document};
 use crate::ws_helpers::{Cred, assert_consecutive, connect_at, id_of};
 
 /// Longest wait for a process to appear or go away.
@@ -107,10 +107,8 @@ async fn a_job_running_when_the_server_is_killed_is_rescued_and_indexed_once() {
     let doc = api
         .upload_ok(&token, "narwhal.txt", &directed("sleep:3000", text))
         .await;
-    let before = events_until(&mut ws, id(&doc), "job running", |e| {
-        e["type"] == json!("job.status_updated") && e["data"]["status"] == json!("running")
-    })
-    .await;
+    // The job's `running` comes first, then the document's `parsing`.
+    let before = until_document(&mut ws, id(&doc), "parsing").await;
     let last_seen = id_of(before.last().expect("an event"));
     let parser = wait_for_parser_of(&server).await;
     drop(ws);
@@ -136,6 +134,12 @@ async fn a_job_running_when_the_server_is_killed_is_rescued_and_indexed_once() {
         statuses_of(&after, "document.status_updated"),
         ["queued", "parsing", "ingesting", "ready"],
         "never left parsing: requeued at start-up, then parsed again: {:?}",
+        summary(&after)
+    );
+    assert_eq!(
+        assert_cause_first(&after),
+        4,
+        "the rescue's events, cause first: {:?}",
         summary(&after)
     );
     let rescued = after

@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::doc_helpers::{
-    Api, about, assert_document, assert_files_are, assert_job, directed, events_until, id, statuses_of,
-    summary, until_document, until_settled,
+    Api, about, assert_cause_first, assert_document, assert_files_are, assert_job, directed, events_until,
+    id, statuses_of, summary, until_document, until_settled,
 };
 use crate::helpers::TestApp;
 use crate::ws_helpers::{assert_consecutive, connect, connect_since, id_of};
@@ -57,6 +57,8 @@ async fn a_transient_failure_is_retried_with_backoff_until_it_succeeds() {
         "{:?}",
         summary(&events)
     );
+    // Each retry wait: the job's `queued` before the document's.
+    assert_eq!(assert_cause_first(&events), 7);
     let retries: Vec<&Value> = events
         .iter()
         .filter(|e| e["type"] == json!("job.status_updated") && e["data"]["status"] == json!("queued"))
@@ -100,9 +102,24 @@ async fn a_permanent_failure_fails_after_one_attempt_with_its_error() {
     let app = TestApp::spawn_with(&["--job-retry-base", "50ms"]).await;
     let api = Api::of(&app);
     let token = api.register("permanent@example.com").await;
+    let mut ws = connect(&app, &token).await;
     let doc = api
         .upload_ok(&token, "bad.txt", &directed("fail-permanent", "never indexed"))
         .await;
+    let events = until_settled(&mut ws, id(&doc), "failed", "failed").await;
+    assert_eq!(
+        summary(&events),
+        [
+            "document.created",
+            "job queued#0",
+            "job running#1",
+            "document parsing",
+            "job failed#1",
+            "document failed"
+        ],
+        "cause first: the job fails, then the document"
+    );
+    assert_eq!(assert_cause_first(&events), 2);
     let failed = api.wait_for_status(&token, id(&doc), "failed").await;
     let job = api.only_job(&token, id(&doc)).await;
     assert_eq!(job["status"], json!("failed"), "{job}");
@@ -265,7 +282,7 @@ async fn old_chunks_stay_searchable_until_the_reprocess_replaces_them() {
     api.post_empty(&format!("/api/documents/{}/reprocess", id(&doc)), &token)
         .await
         .expect(StatusCode::ACCEPTED);
-    until_document(&mut ws, id(&doc), "parsing").await;
+    let started = until_document(&mut ws, id(&doc), "parsing").await;
     let during = api.hits_for(&token, "okapi", id(&doc)).await;
     assert_eq!(during, old, "while the new job runs, the old chunk is found");
     let events = until_document(&mut ws, id(&doc), "ready").await;
@@ -275,6 +292,21 @@ async fn old_chunks_stay_searchable_until_the_reprocess_replaces_them() {
         "{:?}",
         summary(&events)
     );
+    let all = [started, events].concat();
+    assert_eq!(
+        summary(&all),
+        [
+            "job queued#0",
+            "document queued",
+            "job running#1",
+            "document parsing",
+            "document ingesting",
+            "job succeeded#1",
+            "document ready"
+        ],
+        "a reprocess's events, cause first"
+    );
+    assert_eq!(assert_cause_first(&all), 4);
     let new = api.hits_for(&token, "okapi", id(&doc)).await;
     assert_eq!(new.len(), 1, "one chunk set: {new:?}");
     assert_ne!(
@@ -307,11 +339,30 @@ async fn a_failed_reprocess_keeps_the_old_chunks() {
         .restart_with(&["--job-retry-base", "50ms", "--job-max-retries", "1"])
         .await;
     let api = Api::of(&app);
+    let mut ws = connect(&app, &token).await;
     let response = api
         .post_empty(&format!("/api/documents/{}/reprocess", id(&doc)), &token)
         .await;
     let job = response.expect(StatusCode::ACCEPTED).clone();
     assert_eq!(job["max_retries"], json!(1), "{job}");
+    let events = until_settled(&mut ws, id(&doc), "failed", "failed").await;
+    assert_eq!(
+        summary(&events),
+        [
+            "job queued#0",
+            "document queued",
+            "job running#1",
+            "document parsing",
+            "job queued#1",
+            "document queued",
+            "job running#2",
+            "document parsing",
+            "job failed#2",
+            "document failed"
+        ],
+        "a failed reprocess's events, cause first"
+    );
+    assert_eq!(assert_cause_first(&events), 5);
     let failed = api.wait_for_status(&token, id(&doc), "failed").await;
     assert!(
         failed["error"].as_str().is_some_and(|e| !e.is_empty()),
