@@ -30,6 +30,10 @@ pub struct Generations {
 struct Running {
     /// The reply's generation this task produces (bumped by each retry).
     generation: i64,
+    /// The text streamed so far, exactly as the `message.delta` frames sent
+    /// it: a GET reads it from here, so a reload shows what the socket
+    /// showed (the stored row lags by up to `SAVE_EVERY`).
+    live: Live,
     /// Set when the user cancelled (the task then stores `cancelled` with
     /// the partial text); unset for deletions and shutdown.
     by_user: Arc<AtomicBool>,
@@ -75,6 +79,40 @@ impl Generations {
     pub fn cancel_all(&self) {
         self.lock().values().for_each(|r| r.cancel.cancel());
     }
+
+    /// Gives each reply still being generated here the text streamed so
+    /// far, which may be ahead of its stored row. Every delta sent before
+    /// this call is in that text and none sent after it (they are sent and
+    /// appended under one lock), so a client splicing later deltas by
+    /// `offset` neither doubles nor loses text.
+    pub fn overlay_live(&self, messages: &mut [Message]) {
+        let running = self.lock();
+        for message in messages
+            .iter_mut()
+            .filter(|m| matches!(m.status.as_str(), "pending" | "streaming"))
+        {
+            if let Some(r) = running.get(&message.id)
+                && r.generation == message.generation
+            {
+                message.content = r.live.text();
+            }
+        }
+    }
+}
+
+/// The text of a reply as streamed so far, shared by its generation task
+/// and the readers of `Generations::overlay_live`.
+#[derive(Clone, Default)]
+struct Live(Arc<Mutex<String>>);
+
+impl Live {
+    fn lock(&self) -> std::sync::MutexGuard<'_, String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn text(&self) -> String {
+        self.lock().clone()
+    }
 }
 
 /// The end of a generation, for the request that started it.
@@ -106,10 +144,12 @@ pub fn start(
     let cancel = CancellationToken::new();
     let done = CancellationToken::new();
     let by_user = Arc::new(AtomicBool::new(false));
+    let live = Live::default();
     state.generations.lock().insert(
         reply.id.clone(),
         Running {
             generation,
+            live: live.clone(),
             by_user: by_user.clone(),
             conversation_id: reply.conversation_id.clone(),
             cancel: cancel.clone(),
@@ -132,7 +172,7 @@ pub fn start(
     let stored = Arc::clone(&finished.stored);
     state.generations.tracker.spawn(async move {
         let (message_id, user_id) = (request.message_id.clone(), request.user_id.clone());
-        let mut streamer = Streamer::new(&task_state, &user_id, &message_id, generation);
+        let mut streamer = Streamer::new(&task_state, &user_id, &message_id, generation, live);
         let outcome = {
             let run = async {
                 let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
@@ -149,8 +189,8 @@ pub fn start(
             Some(outcome) => {
                 // A reply that fails mid-stream keeps the text its deltas showed.
                 let outcome = match outcome {
-                    Outcome::Failed(error, None) if !streamer.content.is_empty() => {
-                        Outcome::Failed(error, Some(streamer.content.clone()))
+                    Outcome::Failed(error, None) if streamer.chars > 0 => {
+                        Outcome::Failed(error, Some(streamer.live.text()))
                     }
                     other => other,
                 };
@@ -213,7 +253,8 @@ struct Streamer {
     message_id: String,
     generation: i64,
     /// Everything sent so far.
-    content: String,
+    live: Live,
+    /// Its length in characters (the next delta's `offset`).
     chars: usize,
     /// Received, not yet sent.
     pending: String,
@@ -224,13 +265,13 @@ struct Streamer {
 }
 
 impl Streamer {
-    fn new(state: &AppState, user_id: &str, message_id: &str, generation: i64) -> Streamer {
+    fn new(state: &AppState, user_id: &str, message_id: &str, generation: i64, live: Live) -> Streamer {
         Streamer {
             state: state.clone(),
             user_id: user_id.to_owned(),
             message_id: message_id.to_owned(),
             generation,
-            content: String::new(),
+            live,
             chars: 0,
             pending: String::new(),
             seq: 0,
@@ -296,12 +337,16 @@ impl Streamer {
             "offset": self.chars,
             "delta": delta,
         }});
+        // Sent and appended under one lock: a reader of the live text has
+        // every delta sent before it read, and none sent after.
+        let mut live = self.live.lock();
         self.state
             .hub
             .push_control(&self.user_id, frame.to_string().into());
+        live.push_str(&delta);
+        drop(live);
         self.seq += 1;
         self.chars += delta.chars().count();
-        self.content.push_str(&delta);
     }
 
     /// Saves the text so far (when it changed, or always when `force`).
@@ -316,7 +361,7 @@ impl Streamer {
             self.user_id.clone(),
             self.message_id.clone(),
             self.generation,
-            self.content.clone(),
+            self.live.text(),
         );
         let saved = self
             .state
@@ -335,7 +380,7 @@ impl Streamer {
             self.user_id.clone(),
             self.message_id.clone(),
             self.generation,
-            self.content.clone(),
+            self.live.text(),
             db::now_ms(),
         );
         let stored = self

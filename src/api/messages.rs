@@ -77,10 +77,12 @@ async fn list(
         (None, Some(after)) => Page::After(parse_cursor(after)?),
         (None, None) => Page::Before(None),
     };
-    let listed = state
+    let mut listed = state
         .db
         .read(move |conn| messages::list(conn, &user.id, &conversation_id, limit, page))
         .await?;
+    // Read after the rows: the live text is at least as new as theirs.
+    state.generations.overlay_live(&mut listed.items);
     Ok(Json(MessagePage {
         next_before: if listed.more_before {
             listed.first.as_ref().map(cursor)
@@ -222,12 +224,16 @@ async fn finished(
     }
 }
 
+/// The message as it is now: its row, with the live text of a reply being
+/// generated.
 async fn current(state: &AppState, user_id: &str, id: &str) -> Result<Message, ApiError> {
     let (user_id, id) = (user_id.to_owned(), id.to_owned());
-    Ok(state
+    let mut message = state
         .db
         .read(move |conn| messages::get(conn, &user_id, &id))
-        .await?)
+        .await?;
+    state.generations.overlay_live(std::slice::from_mut(&mut message));
+    Ok(message)
 }
 
 async fn cancel(

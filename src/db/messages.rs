@@ -24,6 +24,10 @@ pub struct Message {
     pub sources: Vec<Source>,
     pub created_at: String,
     pub updated_at: String,
+    /// Which generation of the reply the row holds (each retry starts a
+    /// new one); not part of the API.
+    #[serde(skip)]
+    pub generation: i64,
 }
 
 /// Position of a message in its conversation, for cursors.
@@ -59,7 +63,6 @@ struct Row2 {
     message: Message,
     key: ListKey,
     user_id: String,
-    generation: i64,
 }
 
 fn message(row: &Row<'_>) -> rusqlite::Result<Row2> {
@@ -82,9 +85,9 @@ fn message(row: &Row<'_>) -> rusqlite::Result<Row2> {
             sources: serde_json::from_str(&sources).unwrap_or_default(),
             created_at: format_ms(created_at),
             updated_at: format_ms(row.get(8)?),
+            generation: row.get(10)?,
         },
         user_id: row.get(9)?,
-        generation: row.get(10)?,
     })
 }
 
@@ -156,6 +159,7 @@ fn insert(
         sources: Vec::new(),
         created_at: format_ms(now),
         updated_at: format_ms(now),
+        generation: 0,
     })
 }
 
@@ -367,7 +371,8 @@ pub fn reset_for_retry(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Re
         .optional()?
         .unwrap_or_default();
     emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
-    Ok((row.message, question, row.generation))
+    let generation = row.message.generation;
+    Ok((row.message, question, generation))
 }
 
 /// One page of a conversation, oldest first, with the keys of its first

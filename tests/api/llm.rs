@@ -902,6 +902,84 @@ async fn a_reload_mid_stream_shows_the_partial_reply_as_streaming() {
     assert_eq!(reply["content"], json!(expected), "{reply}");
 }
 
+/// What a client holding `content` (in characters) makes of a delta at
+/// `offset`: the text it appends (nothing when the delta is already in
+/// `content`), or `None` when the delta starts past its end (a gap).
+fn splice(content: &str, offset: usize, delta: &str) -> Option<String> {
+    let have = content.chars().count();
+    if offset > have {
+        return None;
+    }
+    Some(delta.chars().skip(have - offset).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_between_two_deltas_returns_the_text_of_the_deltas_sent_before_it() {
+    let tokens = [
+        "Alpha ", "beta ", "gamma ", "delta ", "epsilon ", "zeta ", "eta ", "theta.",
+    ];
+    let fake = FakeLlm::start(stream_of(&tokens, ms(400))).await;
+    let app = spawn_app(&fake, &[]).await;
+    let (token, conversation) = user_with_conversation(&app, "between@example.com").await;
+    let expected = tokens.concat();
+    let mut ws = connect(&app, &token).await;
+    let (_, pending) = ask_async(&app, &token, &conversation, "Recite the Greek letters").await;
+    let reply_id = pending["id"].clone();
+
+    // After each delta, a reload (GET) must show at least everything the
+    // socket has shown; deltas arriving after it splice onto its text.
+    let mut received = String::new();
+    let mut reloads = 0;
+    let deadline = Instant::now() + WAIT_FINAL;
+    let done = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = match ws.try_next_frame(left).await {
+            Ok(Some(frame)) => frame,
+            other => panic!("the reply did not finish on the socket: {other:?}"),
+        };
+        if is_final(&frame) {
+            break frame;
+        }
+        if frame["type"] != json!("message.delta") {
+            continue;
+        }
+        let data = &frame["data"];
+        let offset = usize::try_from(data["offset"].as_u64().expect("offset")).expect("offset fits");
+        let delta = data["delta"].as_str().expect("delta text");
+        let tail = splice(&received, offset, delta)
+            .unwrap_or_else(|| panic!("a delta at {offset} past the {received:?} known: {frame}"));
+        received.push_str(&tail);
+        if reloads >= 4 {
+            continue;
+        }
+        let reply = reply_now(&app, &token, &conversation, &reply_id).await;
+        reloads += 1;
+        if reply["status"] != json!("streaming") {
+            // The model streams for 3 s; only the end can overtake a reload.
+            assert_eq!(reply["status"], json!("done"), "{reply}");
+            continue;
+        }
+        let shown = reply["content"].as_str().expect("content").to_owned();
+        assert!(
+            shown.starts_with(&received),
+            "a GET after the delta that brought the text to {received:?} shows {shown:?}: it \
+             must hold every delta sent before it"
+        );
+        assert!(
+            expected.starts_with(&shown),
+            "the GET shows a prefix of the answer: {shown:?}"
+        );
+        // The client now holds the GET's text; later deltas splice onto it.
+        received = shown;
+    };
+    assert!(reloads >= 2, "at least two reloads happened mid-stream");
+    assert_eq!(
+        received, expected,
+        "GET text plus the deltas after it is the answer"
+    );
+    assert_eq!(done["data"]["content"], json!(expected), "{done}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_mid_stream_keeps_the_partial_text_and_drops_the_upstream_request() {
     let words: Vec<String> = (1..=20).map(|i| format!("word{i} ")).collect();
