@@ -20,7 +20,7 @@ use super::close;
 use super::hub::{Push, Subscription};
 use crate::AppState;
 use crate::api::extract::AppQuery;
-use crate::auth::current_user::authenticate;
+use crate::auth::current_user::{authenticate, bearer_token};
 use crate::db;
 use crate::error::ApiError;
 
@@ -154,15 +154,7 @@ async fn credentials(
     }
     // Another scheme (e.g. Basic from a proxy in front) is not ours: fall
     // through to the other carriers.
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.get(..7)
-                .filter(|p| p.eq_ignore_ascii_case("bearer "))
-                .map(|_| v[7..].trim())
-        });
-    if let Some(token) = bearer {
+    if let Some(token) = bearer_token(headers) {
         return Ok((peer(authenticate(state, token).await?), false));
     }
     if let Some(value) = headers.get(axum::http::header::SEC_WEBSOCKET_PROTOCOL) {

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::helpers::{
     PASSWORD, TestApp, TestResponse, assert_timestamp, b64url, jwt_claims, now_secs, sign_hs256, sign_with,
 };
+use crate::ws_helpers::{Cred, connect_with};
 
 const ME: &str = "/api/auth/me";
 
@@ -237,6 +238,24 @@ async fn missing_or_malformed_authorization_is_401() {
             "Authorization: {authorization:?}"
         );
         response.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive_on_rest_and_on_the_socket() {
+    let app = TestApp::spawn().await;
+    let (token, user) = app.register("scheme@example.com", PASSWORD).await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let authorization = format!("{scheme} {token}");
+        let me = app.get_with_authorization(ME, &authorization).await;
+        assert_eq!(
+            me.expect(StatusCode::OK),
+            &user,
+            "REST accepts Authorization: {scheme} <token>"
+        );
+        let ws = connect_with(&app, Cred::Authorization(&authorization), "").await;
+        ws.close().await;
     }
     app.stop().await;
 }

@@ -29,6 +29,8 @@ pub enum Cred<'a> {
     None,
     /// `Authorization: Bearer <JWT>`
     Bearer(&'a str),
+    /// `Authorization: <this value>`, as written
+    Authorization(&'a str),
     /// `Sec-WebSocket-Protocol: bearer, <JWT>`
     Protocol(&'a str),
     /// `?token=<JWT>`
@@ -126,6 +128,12 @@ pub async fn try_connect_to(
             request.headers_mut().insert(
                 "authorization",
                 HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"),
+            );
+        }
+        Cred::Authorization(value) => {
+            request.headers_mut().insert(
+                "authorization",
+                HeaderValue::from_str(value).expect("a header value"),
             );
         }
         Cred::Protocol(token) => {
