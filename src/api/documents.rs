@@ -42,9 +42,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route(
             "/api/documents",
-            get(list).post(upload).layer(DefaultBodyLimit::max(
-                usize::try_from(body_limit).unwrap_or(usize::MAX),
-            )),
+            get(list)
+                .post(upload)
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(body_limit).unwrap_or(usize::MAX),
+                ))
+                .layer(axum::middleware::map_request(super::part_headers::clean)),
         )
         .route("/api/documents/{id}", get(fetch).delete(remove))
         .route("/api/documents/{id}/file", get(download))
@@ -474,6 +477,14 @@ async fn receive(state: &AppState, mut field: Field<'_>, limit: u64) -> Result<R
 fn multipart_error(status: StatusCode, text: String, limit: u64) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(format!("the upload is larger than {} MiB", limit / MIB))
+    } else if text.contains("headers") {
+        // Control bytes were removed from the part headers already
+        // (`part_headers`): what is left is most likely a line break in a
+        // header value, which no header line can carry.
+        ApiError::BadRequest(format!(
+            "malformed multipart body: {text}: a part's headers cannot be read; \
+             is there a line break in the file name?"
+        ))
     } else {
         ApiError::BadRequest(format!("malformed multipart body: {text}"))
     }

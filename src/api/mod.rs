@@ -8,6 +8,7 @@ pub mod documents;
 pub mod extract;
 pub mod health;
 pub mod messages;
+mod part_headers;
 pub mod search;
 pub mod ws;
 

@@ -190,10 +190,15 @@ async fn filenames_keep_only_their_last_component_and_never_become_paths() {
         ("C:\\Users\\me\\notes.txt", "notes.txt"),
         ("dir/sub\\mixed.csv", "mixed.csv"),
         ("tab\there.txt", "tabhere.txt"),
+        // Raw control bytes in the part header itself.
+        ("re\u{1}port.txt", "report.txt"),
+        ("bell\u{7}\u{1b}[31m.md", "bell[31m.md"),
+        ("del\u{7f}ete.txt", "delete.txt"),
     ];
     let mut ids = Vec::new();
     for (raw, clean) in cases {
-        let bytes = format!("contents of {clean}").into_bytes();
+        // Control bytes in the file itself are its own: kept.
+        let bytes = format!("contents\u{1} of\u{7f} {clean}").into_bytes();
         let doc = api.upload_ok(&token, raw, &bytes).await;
         assert_eq!(doc["filename"], json!(clean), "{raw:?}: {doc}");
         let file = api
@@ -223,6 +228,23 @@ async fn filenames_keep_only_their_last_component_and_never_become_paths() {
         Vec::<String>::new(),
         "no upload lands in the data dir itself"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_break_in_a_part_header_is_400_naming_the_headers_and_stores_nothing() {
+    let app = TestApp::spawn_with(&["--workers", "0"]).await;
+    let api = Api::of(&app);
+    let token = api.register("line-break@example.com").await;
+    let response = api.upload(&token, "two\nlines.txt", b"some text").await;
+    response.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    let message = response.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("headers") && message.contains("line break"),
+        "the message names the part's headers and the likely cause: {message}"
+    );
+    assert_files_are(app.data_dir(), &[]);
+    // The server keeps serving, and the same file with a clean name is fine.
+    api.upload_ok(&token, "two lines.txt", b"some text").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
