@@ -85,18 +85,30 @@ impl Generations {
     /// this call is in that text and none sent after it (they are sent and
     /// appended under one lock), so a client splicing later deltas by
     /// `offset` neither doubles nor loses text.
-    pub fn overlay_live(&self, messages: &mut [Message]) {
+    ///
+    /// Returns the ids of replies read as `pending`/`streaming` that have no
+    /// generation of theirs running here: it ended (and stored its result)
+    /// after the row was read, or has not begun. Their rows must be read
+    /// again, or a client would see text older than the deltas it had.
+    pub fn overlay_live(&self, messages: &mut [Message]) -> Vec<String> {
         let running = self.lock();
+        let mut stale = Vec::new();
         for message in messages
             .iter_mut()
             .filter(|m| matches!(m.status.as_str(), "pending" | "streaming"))
         {
-            if let Some(r) = running.get(&message.id)
-                && r.generation == message.generation
-            {
-                message.content = r.live.text();
+            match running.get(&message.id) {
+                Some(r) if r.generation == message.generation => {
+                    message.content = r.live.text();
+                    if !message.content.is_empty() {
+                        // Its `streaming` may not have committed when the row was read.
+                        message.status = "streaming".to_owned();
+                    }
+                }
+                _ => stale.push(message.id.clone()),
             }
         }
+        stale
     }
 }
 

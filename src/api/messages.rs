@@ -77,12 +77,12 @@ async fn list(
         (None, Some(after)) => Page::After(parse_cursor(after)?),
         (None, None) => Page::Before(None),
     };
+    let user_id = user.id.clone();
     let mut listed = state
         .db
-        .read(move |conn| messages::list(conn, &user.id, &conversation_id, limit, page))
+        .read(move |conn| messages::list(conn, &user_id, &conversation_id, limit, page))
         .await?;
-    // Read after the rows: the live text is at least as new as theirs.
-    state.generations.overlay_live(&mut listed.items);
+    live(&state, &user.id, &mut listed.items).await;
     Ok(Json(MessagePage {
         next_before: if listed.more_before {
             listed.first.as_ref().map(cursor)
@@ -224,15 +224,43 @@ async fn finished(
     }
 }
 
+/// Replies being generated get their live text (read after the rows, so it
+/// is at least as new as theirs); one whose generation ended meanwhile is
+/// read again, now final.
+async fn live(state: &AppState, user_id: &str, items: &mut [Message]) {
+    let stale = state.generations.overlay_live(items);
+    if stale.is_empty() {
+        return;
+    }
+    let user_id = user_id.to_owned();
+    let fresh = state
+        .db
+        .read(move |conn| {
+            stale
+                .iter()
+                .map(|id| messages::get(conn, &user_id, id))
+                .collect::<db::Result<Vec<_>>>()
+        })
+        .await;
+    // Gone meanwhile (its conversation deleted): the rows as read stand.
+    let Ok(mut fresh) = fresh else { return };
+    state.generations.overlay_live(&mut fresh);
+    for message in fresh {
+        if let Some(item) = items.iter_mut().find(|m| m.id == message.id) {
+            *item = message;
+        }
+    }
+}
+
 /// The message as it is now: its row, with the live text of a reply being
 /// generated.
 async fn current(state: &AppState, user_id: &str, id: &str) -> Result<Message, ApiError> {
-    let (user_id, id) = (user_id.to_owned(), id.to_owned());
+    let (owner, message_id) = (user_id.to_owned(), id.to_owned());
     let mut message = state
         .db
-        .read(move |conn| messages::get(conn, &user_id, &id))
+        .read(move |conn| messages::get(conn, &owner, &message_id))
         .await?;
-    state.generations.overlay_live(std::slice::from_mut(&mut message));
+    live(state, user_id, std::slice::from_mut(&mut message)).await;
     Ok(message)
 }
 

@@ -7,9 +7,9 @@
 //! parts' contents as it is.
 //!
 //! The filter finds the parts the way multer does: the first `--boundary`
-//! anywhere, later ones as `\r\n--boundary`, and a part's headers end at the
-//! first blank line (`\r\n\r\n`) after its boundary. Its headers never end
-//! later than multer's, so no byte of a file is ever touched.
+//! anywhere, later ones as `\r\n--boundary`; the boundary's line ends at its
+//! first `\r\n`, and the part's headers at the first `\r\n\r\n` after that.
+//! Its headers end where multer's do, so no byte of a file is ever touched.
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -43,6 +43,9 @@ fn forbidden(b: u8) -> bool {
 enum Stage {
     /// Before the first boundary.
     Preamble,
+    /// After a boundary, up to the end of its line; whether a `\r` was
+    /// just seen.
+    BoundaryLine(bool),
     /// In a part's headers; how much of `\r\n\r\n` was just seen.
     Headers(usize),
     /// In a part's contents.
@@ -100,7 +103,17 @@ impl PartHeaders {
                         kept.push(b);
                     }
                     if pattern.step(b) {
+                        self.stage = Stage::BoundaryLine(false);
+                    }
+                }
+                Stage::BoundaryLine(cr) => {
+                    if let Some(kept) = &mut kept {
+                        kept.push(b);
+                    }
+                    if *cr && b == b'\n' {
                         self.stage = Stage::Headers(0);
+                    } else {
+                        *cr = b == b'\r';
                     }
                 }
                 Stage::Headers(seen) => {
@@ -220,6 +233,18 @@ mod tests {
                 "chunks of {size}"
             );
         }
+    }
+
+    #[test]
+    fn a_part_without_headers_ends_its_headers_where_multer_does() {
+        // multer reads the empty part's "headers" up to the blank line
+        // after `X`; what follows is contents, control bytes included.
+        let input = b"--XyZ\r\n\r\nX\r\n\r\n--XyZ\r\nname=\"n\x01x\"\r\n\r\n";
+        let out = filtered(input, 3);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(b"--XyZ\r\n\r\nX\r\n\r\n--XyZ\r\nname=\"n\x01x\"\r\n\r\n")
+        );
     }
 
     #[test]

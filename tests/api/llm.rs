@@ -21,7 +21,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::chat::{ASYNC, all_messages, ask, ask_async, assert_message, cancel_path, messages_path};
+use crate::chat::{
+    ASYNC, all_messages, ask, ask_async, assert_message, cancel_path, messages_path, retry_path,
+};
 use crate::cli::Server;
 use crate::doc_helpers::Api;
 use crate::helpers::{PASSWORD, TestApp};
@@ -913,21 +915,18 @@ fn splice(content: &str, offset: usize, delta: &str) -> Option<String> {
     Some(delta.chars().skip(have - offset).collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_get_between_two_deltas_returns_the_text_of_the_deltas_sent_before_it() {
-    let tokens = [
-        "Alpha ", "beta ", "gamma ", "delta ", "epsilon ", "zeta ", "eta ", "theta.",
-    ];
-    let fake = FakeLlm::start(stream_of(&tokens, ms(400))).await;
-    let app = spawn_app(&fake, &[]).await;
-    let (token, conversation) = user_with_conversation(&app, "between@example.com").await;
-    let expected = tokens.concat();
-    let mut ws = connect(&app, &token).await;
-    let (_, pending) = ask_async(&app, &token, &conversation, "Recite the Greek letters").await;
-    let reply_id = pending["id"].clone();
-
-    // After each delta, a reload (GET) must show at least everything the
-    // socket has shown; deltas arriving after it splice onto its text.
+/// Follows a reply on the socket until it is final, reloading it over
+/// HTTP after each of its first deltas: a reload must show at least
+/// everything the socket has shown, and the deltas after it splice onto
+/// its text to give `expected`. Returns the final event's message.
+async fn reload_between_deltas(
+    app: &TestApp,
+    token: &str,
+    conversation: &Value,
+    ws: &mut Ws,
+    reply_id: &Value,
+    expected: &str,
+) -> Value {
     let mut received = String::new();
     let mut reloads = 0;
     let deadline = Instant::now() + WAIT_FINAL;
@@ -937,7 +936,7 @@ async fn a_get_between_two_deltas_returns_the_text_of_the_deltas_sent_before_it(
             Ok(Some(frame)) => frame,
             other => panic!("the reply did not finish on the socket: {other:?}"),
         };
-        if is_final(&frame) {
+        if is_final(&frame) && &frame["data"]["id"] == reply_id {
             break frame;
         }
         if frame["type"] != json!("message.delta") {
@@ -952,7 +951,7 @@ async fn a_get_between_two_deltas_returns_the_text_of_the_deltas_sent_before_it(
         if reloads >= 4 {
             continue;
         }
-        let reply = reply_now(&app, &token, &conversation, &reply_id).await;
+        let reply = reply_now(app, token, conversation, reply_id).await;
         reloads += 1;
         if reply["status"] != json!("streaming") {
             // The model streams for 3 s; only the end can overtake a reload.
@@ -978,6 +977,34 @@ async fn a_get_between_two_deltas_returns_the_text_of_the_deltas_sent_before_it(
         "GET text plus the deltas after it is the answer"
     );
     assert_eq!(done["data"]["content"], json!(expected), "{done}");
+    done["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_between_two_deltas_returns_the_text_of_the_deltas_sent_before_it() {
+    let tokens = [
+        "Alpha ", "beta ", "gamma ", "delta ", "epsilon ", "zeta ", "eta ", "theta.",
+    ];
+    let fake = FakeLlm::start(stream_of(&tokens, ms(400))).await;
+    let app = spawn_app(&fake, &[]).await;
+    let (token, conversation) = user_with_conversation(&app, "between@example.com").await;
+    let expected = tokens.concat();
+    let mut ws = connect(&app, &token).await;
+    let (_, pending) = ask_async(&app, &token, &conversation, "Recite the Greek letters").await;
+    let reply_id = pending["id"].clone();
+    let first = reload_between_deltas(&app, &token, &conversation, &mut ws, &reply_id, &expected).await;
+    assert_eq!(first["status"], json!("done"), "{first}");
+
+    // A retry streams the reply again from nothing: reloads show the new
+    // generation's text, never the finished one's.
+    let retried = app
+        .request_with_headers(Method::POST, &retry_path(&pending), Some(&token), None, &[ASYNC])
+        .await;
+    let again = retried.expect(StatusCode::ACCEPTED)["assistant_message"].clone();
+    assert_eq!(again["status"], json!("pending"), "{again}");
+    assert_eq!(again["content"], json!(""), "{again}");
+    let second = reload_between_deltas(&app, &token, &conversation, &mut ws, &reply_id, &expected).await;
+    assert_eq!(second["status"], json!("done"), "{second}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
