@@ -4,8 +4,6 @@
 //! and generations finish for up to `--shutdown-timeout`, mark unfinished
 //! replies interrupted, close the database and exit.
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
@@ -15,7 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{JwtKeys, LoginLimiter, secret};
+use crate::auth::{JwtKeys, LoginLimiter, RegistrationLimiter, secret};
 use crate::chat::Generations;
 use crate::config::Config;
 use crate::config::LlmProvider;
@@ -34,6 +32,7 @@ pub struct Shared {
     pub db: Db,
     pub jwt: JwtKeys,
     pub limiter: LoginLimiter,
+    pub registrations: RegistrationLimiter,
     pub hub: Hub,
     pub tickets: Tickets,
     pub generations: Generations,
@@ -163,6 +162,7 @@ impl App {
         let state = AppState(Arc::new(Shared {
             jwt,
             limiter: LoginLimiter::default(),
+            registrations: RegistrationLimiter::new(config.registrations_per_hour),
             hub,
             tickets: Tickets::default(),
             generations: Generations::default(),
@@ -188,26 +188,23 @@ impl App {
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
         let state = self.state.clone();
         let router = crate::api::router(state.clone());
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let stopping = state.stopping.clone();
         let sweeper = tokio::spawn(sweep_periodically(state.clone()));
         let workers = crate::worker::spawn(&state);
-        // Every response and frame is written whole and flushed at once:
-        // Nagle's algorithm would only hold the next small write back until
-        // the peer's (possibly delayed) ACK arrives.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(listener, service)
-            .with_graceful_shutdown(stopping.clone().cancelled_owned())
-            .into_future();
+        let config = &state.config;
+        let limits = crate::server::Limits {
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+            body_timeout: config.body_timeout,
+            min_body_rate: config.min_body_rate,
+            max_connections: config.max_connections,
+        };
+        let server = crate::server::serve(listener, router, limits, stopping.clone());
         let timeout = state.config.shutdown_timeout;
 
         tokio::pin!(server);
-        let result = tokio::select! {
-            result = &mut server => result,
+        let result: std::io::Result<()> = tokio::select! {
+            () = &mut server => Ok(()),
             () = shutdown.cancelled() => {
                 stopping.cancel();
                 let deadline = tokio::time::Instant::now() + timeout;

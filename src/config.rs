@@ -51,6 +51,54 @@ pub struct Config {
     #[arg(long = "trusted-proxy", env = "RAGD_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_net, value_name = "CIDR")]
     pub trusted_proxies: Vec<IpNet>,
 
+    /// Longest time a client may take to send a request's head, from its
+    /// first byte (slow-header connections are closed).
+    #[arg(long, env = "RAGD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub header_timeout: Duration,
+
+    /// A connection with no request for this long is closed (keep-alive).
+    #[arg(long, env = "RAGD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// Longest wait for the next piece of a request body (408 after it).
+    #[arg(long, env = "RAGD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub body_timeout: Duration,
+
+    /// Once a request body has taken `--body-timeout`, the least average
+    /// rate it must keep, in bytes per second (408 below it).
+    #[arg(
+        long,
+        env = "RAGD_MIN_BODY_RATE",
+        default_value_t = 1024,
+        value_name = "BYTES"
+    )]
+    pub min_body_rate: u64,
+
+    /// HTTP connections served at once; more wait until one closes.
+    /// WebSockets are limited per user instead (`--max-sockets-per-user`).
+    #[arg(long, env = "RAGD_MAX_CONNECTIONS", default_value_t = 512, value_name = "N")]
+    pub max_connections: usize,
+
+    /// A browser origin (e.g. `https://chat.example.com`, repeatable) allowed
+    /// to open `/ws` besides the server's own (its `Host`), for a proxy that
+    /// rewrites `Host`.
+    #[arg(
+        long = "allowed-origin",
+        env = "RAGD_ALLOWED_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Accounts one client IP may create per hour (429 above it; 0: no limit).
+    #[arg(
+        long,
+        env = "RAGD_REGISTRATIONS_PER_HOUR",
+        default_value_t = 30,
+        value_name = "N"
+    )]
+    pub registrations_per_hour: u32,
+
     /// Keep events at least this long for clients that reconnect with `since`.
     #[arg(long, env = "RAGD_EVENT_RETENTION", default_value = "7d", value_parser = parse_duration, value_name = "DURATION")]
     pub event_retention: Duration,

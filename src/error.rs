@@ -19,6 +19,9 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("registration is closed on this server")]
     RegistrationClosed,
+    /// The request's origin may not do this (a browser page of another site).
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("not found")]
     NotFound,
     #[error("method not allowed for this path")]
@@ -27,6 +30,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// The request body stalled or trickled (`--body-timeout`,
+    /// `--min-body-rate`).
+    #[error("the request body arrived too slowly")]
+    RequestTimeout,
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -52,10 +59,11 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::RegistrationClosed => StatusCode::FORBIDDEN,
+            Self::RegistrationClosed | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::EmailTaken => StatusCode::CONFLICT,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -72,10 +80,12 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::InvalidCredentials => "invalid_credentials",
             Self::RegistrationClosed => "registration_closed",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::EmailTaken => "email_taken",
+            Self::RequestTimeout => "request_timeout",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Validation(_) => "validation_failed",
@@ -112,7 +122,7 @@ impl IntoResponse for ApiError {
         };
         let body = json!({"error": {"code": self.code(), "message": message}});
         let mut response = (self.status(), Json(body)).into_response();
-        if matches!(self, Self::PayloadTooLarge(_)) {
+        if matches!(self, Self::PayloadTooLarge(_) | Self::RequestTimeout) {
             // The rest of the body was not read: the connection cannot carry
             // another request, and a client must not pool it.
             response

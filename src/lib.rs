@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod rag;
 pub mod realtime;
 pub mod reserve;
+pub mod server;
 pub mod telemetry;
 pub mod worker;
 

@@ -81,14 +81,42 @@ fn is_acceptable_request_id(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-/// Replaces the values of credential-carrying query parameters (`token`,
-/// `ticket`) so that logs never hold a usable credential.
+/// Query parameters whose values are logged (ids, cursors and numbers), and
+/// the most characters of such a value. Everything else (credentials under
+/// any spelling, search text) is not.
+const LOGGED_PARAMS: [(&str, usize); 5] = [
+    ("since", 20),
+    ("limit", 20),
+    ("epoch", 64),
+    ("before", 128),
+    ("after", 128),
+];
+
+/// The query as logged: a parameter of `LOGGED_PARAMS`, spelled exactly so
+/// and with a value of the shape ids and cursors have (letters, digits, `-`
+/// and `_`), as it is; any other value as `REDACTED`. A name that is not a
+/// plain word (`tok%65n`, which the server decodes to `token`) is redacted
+/// with its value, so no spelling of a credential reaches the log.
 pub fn redact_query(query: &str) -> String {
+    let plain = |s: &str, max: usize| {
+        s.len() <= max
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
     query
         .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key == "token" || key == "ticket" => format!("{key}=REDACTED"),
-            _ => pair.to_owned(),
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let logged = LOGGED_PARAMS
+                .iter()
+                .any(|&(name, max)| name == key && plain(value, max));
+            if logged {
+                pair.to_owned()
+            } else if plain(key, 32) {
+                format!("{key}=REDACTED")
+            } else {
+                "REDACTED".to_owned()
+            }
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -99,12 +127,25 @@ mod tests {
     use super::redact_query;
 
     #[test]
-    fn token_values_are_redacted() {
+    fn only_allowlisted_parameters_keep_their_values() {
         assert_eq!(
             redact_query("since=4&token=abc.def.ghi"),
             "since=4&token=REDACTED"
         );
         assert_eq!(redact_query("ticket=xyz"), "ticket=REDACTED");
-        assert_eq!(redact_query("q=token"), "q=token");
+        assert_eq!(redact_query("q=secret+plans&limit=5"), "q=REDACTED&limit=5");
+        assert_eq!(
+            redact_query("before=MTc5NTg5NjA4MTEyMw-abc_1&epoch=9f3c"),
+            "before=MTc5NTg5NjA4MTEyMw-abc_1&epoch=9f3c"
+        );
+    }
+
+    #[test]
+    fn encoded_names_and_odd_values_are_redacted_whole() {
+        assert_eq!(redact_query("tok%65n=eyJhbGciOi.x.y"), "REDACTED");
+        assert_eq!(redact_query("%73ince=eyJhbGciOi.x.y"), "REDACTED");
+        // An allowlisted name with a value no id or cursor has.
+        assert_eq!(redact_query("since=eyJhbGciOi.x.y"), "since=REDACTED");
+        assert_eq!(redact_query("since=a%20b"), "since=REDACTED");
     }
 }

@@ -52,6 +52,7 @@ struct Session {
 
 async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     AppJson(body): AppJson<EmailPassword>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     if state.config.registration == Registration::Closed {
@@ -59,6 +60,14 @@ async fn register(
     }
     let email = valid_email(&body.email)?;
     valid_password(&body.password)?;
+    // Counted once the input is well-formed: what follows costs a hash, and
+    // its answer (created, or `email_taken`) tells whether an email exists.
+    if let Err(retry_after_secs) = state.registrations.attempt(ip) {
+        return Err(ApiError::RateLimited {
+            message: "too many accounts created from this address; retry later",
+            retry_after_secs,
+        });
+    }
     let hash = password::hash(body.password).await?;
     let now = db::now_ms();
     let created = state
@@ -257,7 +266,8 @@ fn valid_email(raw: &str) -> Result<String, ApiError> {
             "email must be at most 254 characters".into(),
         ));
     }
-    if email.chars().any(char::is_whitespace) || email.chars().any(char::is_control) {
+    let hidden = |c: char| c.is_whitespace() || c.is_control() || super::names::is_invisible(c);
+    if email.chars().any(hidden) {
         return Err(invalid());
     }
     let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
@@ -295,6 +305,8 @@ mod tests {
             "a da@example.com",
             "ada@.com",
             "ada@example.",
+            "ada\u{202E}@example.com",
+            "a\u{200B}da@example.com",
         ] {
             assert!(valid_email(bad).is_err(), "{bad:?} must be rejected");
         }

@@ -55,7 +55,8 @@ struct Page {
 }
 
 fn valid_title(title: Option<&str>) -> Result<String, ApiError> {
-    let title = title.map(str::trim).unwrap_or_default();
+    let title = super::names::clean_label(title.unwrap_or_default());
+    let title = title.as_str();
     let n = title.chars().count();
     if n == 0 || n > MAX_TITLE_CHARS {
         return Err(ApiError::Validation(format!(

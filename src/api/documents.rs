@@ -4,7 +4,7 @@
 use std::path::{Path as FsPath, PathBuf};
 
 use axum::body::Body;
-use axum::extract::multipart::{Field, MultipartRejection};
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::extract::{
     AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_time_cursor, fingerprint, idempotency_key,
@@ -156,21 +156,45 @@ async fn download(
         .db
         .read(move |conn| documents::get(conn, &user.id, &doc_id))
         .await?;
-    let file = tokio::fs::File::open(state.files_dir.join(&id))
+    let read_error = |err: std::io::Error| {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            ApiError::NotFound
+        } else {
+            ApiError::internal(format!("cannot read a stored file: {err}"))
+        }
+    };
+    let mut file = tokio::fs::File::open(state.files_dir.join(&id))
         .await
-        .map_err(|err| {
-            if err.kind() == std::io::ErrorKind::NotFound {
-                ApiError::NotFound
-            } else {
-                ApiError::internal(format!("cannot open a stored file: {err}"))
-            }
-        })?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+        .map_err(read_error)?;
+    // The head tells a text file's charset; it is sent first, then the rest.
+    let mut head = vec![0; HEAD_BYTES];
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read(&mut head[filled..]).await.map_err(read_error)? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    head.truncate(filled);
+    let content_type = served_type(&doc, &head);
+    let rest = tokio_util::io::ReaderStream::new(file);
+    let first = futures_util::stream::once(std::future::ready(Ok(axum::body::Bytes::from(head))));
+    let body = Body::from_stream(futures_util::StreamExt::chain(first, rest));
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(static_type(&doc.content_type)),
+        HeaderValue::from_str(&content_type).map_err(ApiError::internal)?,
+    );
+    // The bytes are a user's upload: never sniffed, never run as a page,
+    // even when opened directly.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
     );
     if let Ok(value) = HeaderValue::from_str(&content_disposition(&doc.filename)) {
         headers.insert(header::CONTENT_DISPOSITION, value);
@@ -182,8 +206,21 @@ async fn download(
     Ok(response)
 }
 
-fn static_type(content_type: &str) -> &'static str {
-    Kind::parse_content_type(content_type).map_or("application/octet-stream", Kind::content_type)
+/// The type a stored file is served as: HTML (which a browser would run)
+/// as bytes to save, text kinds with their charset (from `head`, the
+/// file's first bytes), the rest as the kind's type.
+fn served_type(doc: &Document, head: &[u8]) -> String {
+    const BYTES: &str = "application/octet-stream";
+    let whole = usize::try_from(doc.size_bytes).is_ok_and(|size| head.len() >= size);
+    match Kind::parse_content_type(&doc.content_type) {
+        None | Some(Kind::Html) => BYTES.to_owned(),
+        Some(kind @ (Kind::Txt | Kind::Md | Kind::Csv)) => format!(
+            "{}; charset={}",
+            kind.content_type(),
+            crate::ingest::text::charset(head, whole).to_ascii_lowercase()
+        ),
+        Some(kind) => kind.content_type().to_owned(),
+    }
 }
 
 /// `attachment` with an ASCII fallback name and the exact name in
@@ -208,20 +245,6 @@ pub fn content_disposition(filename: &str) -> String {
         }
     }
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
-}
-
-/// The client's name reduced to its last path component (`/` and `\`
-/// both separate), without control characters; metadata only, never a path.
-pub fn sanitize_filename(raw: &str) -> String {
-    let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
-    let clean: String = last.chars().filter(|c| !c.is_control()).collect();
-    let clean = clean.trim();
-    let clean: String = clean.chars().take(255).collect();
-    if clean.is_empty() || clean == "." || clean == ".." {
-        "upload".to_owned()
-    } else {
-        clean
-    }
 }
 
 /// The RFC 5987 `filename*=UTF-8''...` of a part's Content-Disposition,
@@ -308,7 +331,7 @@ async fn upload(
         let field = multipart
             .next_field()
             .await
-            .map_err(|e| multipart_error(e.status(), e.body_text(), limit))?;
+            .map_err(|e| multipart_error(&e, limit))?;
         match field {
             None => return Err(ApiError::BadRequest("the form has no `file` field".into())),
             Some(field) if field.name() == Some("file") => break receive(&state, field, limit).await?,
@@ -425,7 +448,7 @@ async fn receive(state: &AppState, mut field: Field<'_>, limit: u64) -> Result<R
         .file_name()
         .map(str::to_owned)
         .or_else(|| extended_filename(field.headers()));
-    let filename = sanitize_filename(raw_name.as_deref().unwrap_or_default());
+    let filename = super::names::sanitize_filename(raw_name.as_deref().unwrap_or_default());
     let path = state
         .files_dir
         .join(format!(".upload-{}", uuid::Uuid::now_v7().simple()));
@@ -443,11 +466,7 @@ async fn receive(state: &AppState, mut field: Field<'_>, limit: u64) -> Result<R
     let mut hasher = Sha256::new();
     let mut head = Vec::with_capacity(HEAD_BYTES);
     let mut size: u64 = 0;
-    while let Some(chunk) = field
-        .chunk()
-        .await
-        .map_err(|e| multipart_error(e.status(), e.body_text(), limit))?
-    {
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(&e, limit))? {
         size = size.saturating_add(chunk.len() as u64);
         if size > limit {
             return Err(ApiError::PayloadTooLarge(format!(
@@ -474,10 +493,13 @@ async fn receive(state: &AppState, mut field: Field<'_>, limit: u64) -> Result<R
     })
 }
 
-fn multipart_error(status: StatusCode, text: String, limit: u64) -> ApiError {
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
+fn multipart_error(err: &MultipartError, limit: u64) -> ApiError {
+    let (status, text) = (err.status(), err.body_text());
+    if crate::server::body_too_slow(err) {
+        ApiError::RequestTimeout
+    } else if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(format!("the upload is larger than {} MiB", limit / MIB))
-    } else if text.contains("headers") {
+    } else if text == "failed to read headers" {
         // Control bytes were removed from the part headers already
         // (`part_headers`): what is left is most likely a line break in a
         // header value, which no header line can carry.
@@ -500,15 +522,6 @@ fn io_error(err: std::io::Error) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filenames_lose_their_paths_and_control_characters() {
-        assert_eq!(sanitize_filename("../../etc/passwd.txt"), "passwd.txt");
-        assert_eq!(sanitize_filename("..\\..\\x.txt"), "x.txt");
-        assert_eq!(sanitize_filename("a\u{0}b\nc.md"), "abc.md");
-        assert_eq!(sanitize_filename(".."), "upload");
-        assert_eq!(sanitize_filename(""), "upload");
-    }
 
     #[test]
     fn extended_filenames_are_decoded() {

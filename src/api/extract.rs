@@ -23,6 +23,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A declared length above the limit is refused before a byte of the
+        // body is read.
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > super::MAX_JSON_BODY as u64) {
+            return Err(too_large());
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(AppJson(value)),
             Err(rejection) => Err(json_rejection(rejection)),
@@ -30,14 +40,19 @@ where
     }
 }
 
+fn too_large() -> ApiError {
+    ApiError::PayloadTooLarge("the request body is larger than 1 MiB".into())
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if crate::server::body_too_slow(&rejection) {
+        return ApiError::RequestTimeout;
+    }
     match rejection {
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
         }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge("the request body is larger than 1 MiB".into())
-        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
         JsonRejection::JsonDataError(err) => {
             ApiError::BadRequest(format!("invalid JSON body: {}", err.body_text()))
         }

@@ -8,6 +8,7 @@ pub mod documents;
 pub mod extract;
 pub mod health;
 pub mod messages;
+mod names;
 mod part_headers;
 pub mod search;
 pub mod ws;
@@ -16,6 +17,7 @@ use std::any::Any;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -39,8 +41,31 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::from_fn(crate::telemetry::log_request))
         .with_state(state)
+}
+
+/// Headers every response carries unless its route set its own: no type
+/// sniffing, no referrer, and no framing by another page (API responses
+/// load nothing, so their policy allows nothing; the web page and
+/// downloads set their own `Content-Security-Policy`).
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+    ] {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
 }
 
 async fn not_found() -> ApiError {

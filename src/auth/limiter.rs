@@ -65,19 +65,32 @@ impl LoginLimiter {
 
 /// Drops failures older than the window; true while any remain.
 fn prune(failures: &mut VecDeque<Instant>, now: Instant) -> bool {
-    while failures.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+    prune_older(failures, WINDOW, now)
+}
+
+fn prune_older(failures: &mut VecDeque<Instant>, window: Duration, now: Instant) -> bool {
+    while failures.front().is_some_and(|t| now.duration_since(*t) >= window) {
         failures.pop_front();
     }
     !failures.is_empty()
 }
 
 fn retry_after(failures: &mut VecDeque<Instant>, max: usize, now: Instant) -> Option<u64> {
-    prune(failures, now);
+    retry_after_in(failures, max, WINDOW, now)
+}
+
+fn retry_after_in(
+    failures: &mut VecDeque<Instant>,
+    max: usize,
+    window: Duration,
+    now: Instant,
+) -> Option<u64> {
+    prune_older(failures, window, now);
     if failures.len() < max {
         return None;
     }
     let oldest = failures[failures.len() - max];
-    let left = WINDOW.saturating_sub(now.duration_since(oldest));
+    let left = window.saturating_sub(now.duration_since(oldest));
     Some(left.as_secs_f64().ceil().max(1.0) as u64)
 }
 
@@ -86,6 +99,44 @@ fn push(failures: &mut VecDeque<Instant>, max: usize, now: Instant) {
     failures.push_back(now);
     while failures.len() > max {
         failures.pop_front();
+    }
+}
+
+/// Registrations per client IP: at most `max` an hour (0: no limit), so one
+/// address cannot create accounts (and spend the hashing threads) without
+/// end. In memory, like the login limiter.
+pub struct RegistrationLimiter {
+    max: usize,
+    ips: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+const REGISTRATION_WINDOW: Duration = Duration::from_secs(60 * 60);
+
+impl RegistrationLimiter {
+    pub fn new(max_per_hour: u32) -> RegistrationLimiter {
+        RegistrationLimiter {
+            max: usize::try_from(max_per_hour).unwrap_or(usize::MAX),
+            ips: Mutex::default(),
+        }
+    }
+
+    /// Counts an attempt from `ip`; `Err(seconds)` when it is one too many,
+    /// with how long until the oldest counted one leaves the hour.
+    pub fn attempt(&self, ip: IpAddr) -> Result<(), u64> {
+        if self.max == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut ips = self.ips.lock().unwrap_or_else(|p| p.into_inner());
+        if ips.len() > SWEEP_AT {
+            ips.retain(|_, q| prune_older(q, REGISTRATION_WINDOW, now));
+        }
+        let attempts = ips.entry(ip).or_default();
+        if let Some(wait) = retry_after_in(attempts, self.max, REGISTRATION_WINDOW, now) {
+            return Err(wait);
+        }
+        attempts.push_back(now);
+        Ok(())
     }
 }
 
@@ -106,6 +157,23 @@ mod tests {
         assert!(wait > 0 && wait <= WINDOW.as_secs());
         assert!(limiter.check("x@example.com", b).is_ok());
         assert!(limiter.check("y@example.com", a).is_ok());
+    }
+
+    #[test]
+    fn registrations_are_counted_per_ip_within_the_hour() {
+        let limiter = RegistrationLimiter::new(3);
+        let a: IpAddr = "203.0.113.9".parse().unwrap();
+        let b: IpAddr = "203.0.113.10".parse().unwrap();
+        for _ in 0..3 {
+            assert!(limiter.attempt(a).is_ok());
+        }
+        let wait = limiter.attempt(a).expect_err("the fourth is refused");
+        assert!(wait > 0 && wait <= 3600, "{wait}");
+        assert!(limiter.attempt(b).is_ok(), "another IP is not affected");
+        let unlimited = RegistrationLimiter::new(0);
+        for _ in 0..100 {
+            assert!(unlimited.attempt(a).is_ok());
+        }
     }
 
     #[test]

@@ -12,4 +12,4 @@ pub mod current_user;
 pub use client_ip::ClientIp;
 pub use current_user::CurrentUser;
 pub use jwt::JwtKeys;
-pub use limiter::LoginLimiter;
+pub use limiter::{LoginLimiter, RegistrationLimiter};

@@ -3,21 +3,32 @@
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 
+use unicode_normalization::UnicodeNormalization;
+
 use crate::error::ApiError;
 
-/// Hashes `password` with Argon2id and a random salt (PHC string).
+/// The form a password is hashed and checked in: NFC, so that `é` typed as
+/// one character on one keyboard and as `e` + accent on another is the same
+/// password.
+fn normalized(password: &str) -> String {
+    password.nfc().collect()
+}
+
+/// Hashes `password` (NFC) with Argon2id and a random salt (PHC string).
 pub async fn hash(password: String) -> Result<String, ApiError> {
     blocking(move || {
         Argon2::default()
-            .hash_password(password.as_bytes())
+            .hash_password(normalized(&password).as_bytes())
             .map(|h| h.to_string())
             .map_err(ApiError::internal)
     })
     .await
 }
 
-/// Whether `password` matches the stored PHC hash. A malformed hash counts
-/// as a mismatch (and is logged), never as a server error the client sees.
+/// Whether `password` matches the stored PHC hash, in NFC; or as given,
+/// for a hash made before passwords were normalized (only tried when the
+/// two differ). A malformed hash counts as a mismatch (and is logged),
+/// never as a server error the client sees.
 pub async fn verify(password: String, stored: String) -> Result<bool, ApiError> {
     blocking(move || {
         let parsed = match PasswordHash::new(&stored) {
@@ -27,9 +38,13 @@ pub async fn verify(password: String, stored: String) -> Result<bool, ApiError> 
                 return Ok(false);
             }
         };
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
+        let matches = |candidate: &str| {
+            Argon2::default()
+                .verify_password(candidate.as_bytes(), &parsed)
+                .is_ok()
+        };
+        let nfc = normalized(&password);
+        Ok(matches(&nfc) || (nfc != password && matches(&password)))
     })
     .await
 }

@@ -9,7 +9,7 @@ mod html;
 mod json;
 mod markdown;
 mod pdf;
-mod text;
+pub mod text;
 
 pub use chunk::chunk;
 

@@ -27,9 +27,38 @@ pub fn decode(bytes: &[u8]) -> String {
     text.into_owned()
 }
 
+/// The charset to serve text with, judged from its first bytes (`head`;
+/// `whole` when that is all of it): a BOM, else UTF-8 when the bytes are
+/// (a character cut at the end of a partial head is allowed), else what
+/// chardetng finds most likely, as `decode` reads it.
+pub fn charset(head: &[u8], whole: bool) -> &'static str {
+    if let Some((encoding, _)) = encoding_rs::Encoding::for_bom(head) {
+        return encoding.name();
+    }
+    match std::str::from_utf8(head) {
+        Ok(_) => return encoding_rs::UTF_8.name(),
+        // Only the last character of a partial head may be incomplete.
+        Err(e) if !whole && e.error_len().is_none() => return encoding_rs::UTF_8.name(),
+        Err(_) => {}
+    }
+    let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
+    detector.feed(head, whole);
+    detector.guess(None, chardetng::Utf8Detection::Allow).name()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn charsets_follow_the_bytes() {
+        assert_eq!(charset("déjà vu".as_bytes(), true), "UTF-8");
+        assert_eq!(charset(b"Soci\xe9t\xe9 G\xe9n\xe9rale", true), "windows-1252");
+        assert_eq!(charset(&[0xFF, 0xFE, b'h', 0], true), "UTF-16LE");
+        // A head that cuts `é` in half is still UTF-8; a whole file is not.
+        assert_eq!(charset(b"caf\xc3", false), "UTF-8");
+        assert_ne!(charset(b"caf\xc3", true), "UTF-8");
+    }
 
     #[test]
     fn windows_1252_and_utf16_decode() {

@@ -58,6 +58,9 @@ pub async fn handler(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // First, and without side effects: a page of another site must not
+    // open a socket with credentials the browser holds for this one.
+    check_origin(&headers, &state.config.allowed_origins)?;
     let (peer, via_subprotocol) = credentials(&state, &query, &headers).await?;
     let since = match query.since.as_deref() {
         None => None,
@@ -92,6 +95,15 @@ pub async fn handler(
         ));
     }
     let upgrade = upgrade.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
+    // Only a request that upgrades uses up its ticket (and of two racing
+    // with the same ticket, only one).
+    if let Some(ticket) = &query.ticket
+        && state.tickets.redeem(ticket).is_none()
+    {
+        return Err(ApiError::Unauthorized(
+            "missing, invalid, expired or used credentials",
+        ));
+    }
     let upgrade = if via_subprotocol {
         upgrade.protocols(["bearer"])
     } else {
@@ -134,7 +146,8 @@ async fn credentials(
         expires_at: user.expires_at,
     };
     if let Some(ticket) = &query.ticket {
-        let grant = state.tickets.redeem(ticket).ok_or(INVALID)?;
+        // Looked at, not taken: the upgrade takes it.
+        let grant = state.tickets.peek(ticket).ok_or(INVALID)?;
         let user_id = grant.user_id.clone();
         let account = state
             .db
@@ -168,6 +181,40 @@ async fn credentials(
         return Ok((peer(authenticate(state, token).await?), false));
     }
     Err(INVALID)
+}
+
+/// Refuses a browser `Origin` that is neither this server's own (the
+/// request's `Host`) nor one of `--allowed-origin`. Requests without an
+/// `Origin` (non-browser clients) pass: the check protects what a browser
+/// would send on a page's behalf.
+fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
+    const FOREIGN: ApiError = ApiError::Forbidden("this origin may not open a socket on this server");
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
+        return Ok(());
+    };
+    // Schemes and hosts compare case-insensitively.
+    let origin = origin.to_str().map_err(|_| FOREIGN)?.trim().to_ascii_lowercase();
+    let origin = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return Ok(());
+    }
+    // `null` (a sandboxed or file page) has no authority and never matches.
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .ok_or(FOREIGN)?;
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .ok_or(FOREIGN)?;
+    if authority.eq_ignore_ascii_case(host.trim()) {
+        Ok(())
+    } else {
+        Err(FOREIGN)
+    }
 }
 
 /// Why a session ended early.

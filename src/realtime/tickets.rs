@@ -35,6 +35,14 @@ impl Tickets {
         ticket
     }
 
+    /// The ticket's grant, leaving the ticket in place; `None` when unknown
+    /// or expired.
+    pub fn peek(&self, ticket: &str) -> Option<TicketGrant> {
+        let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let (grant, expires) = issued.get(ticket)?;
+        (*expires > Instant::now()).then(|| grant.clone())
+    }
+
     /// Takes the ticket (it works once); `None` when unknown or expired.
     pub fn redeem(&self, ticket: &str) -> Option<TicketGrant> {
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());

@@ -125,6 +125,19 @@ impl Api {
         read(self.client.get(self.url(path)).bearer_auth(token)).await
     }
 
+    /// The raw bytes of a GET (asserting 200), for binary downloads.
+    pub async fn get_bytes(&self, path: &str, token: &str) -> Vec<u8> {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("reach the server");
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.bytes().await.expect("read the body").to_vec()
+    }
+
     pub async fn post_empty(&self, path: &str, token: &str) -> TestResponse {
         read(self.client.post(self.url(path)).bearer_auth(token)).await
     }

@@ -16,6 +16,7 @@ mod crash;
 mod disk_full;
 mod documents;
 mod errors;
+mod hardening;
 mod ingest;
 mod llm;
 mod messages;

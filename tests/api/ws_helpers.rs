@@ -118,11 +118,28 @@ pub async fn try_connect_to(
     cred: Cred<'_>,
     query: &str,
 ) -> Result<(Stream, Option<String>), Rejected> {
+    try_connect_with_headers(http_address, cred, query, &[]).await
+}
+
+/// `try_connect_to` with extra request headers (e.g. a browser's `Origin`).
+pub async fn try_connect_with_headers(
+    http_address: &str,
+    cred: Cred<'_>,
+    query: &str,
+    extra: &[(&str, &str)],
+) -> Result<(Stream, Option<String>), Rejected> {
     let url = ws_url(http_address, &query_string(cred, query));
     let mut request = url
         .as_str()
         .into_client_request()
         .expect("a valid WebSocket request");
+    for (name, value) in extra {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                .expect("a header name"),
+            HeaderValue::from_str(value).expect("a header value"),
+        );
+    }
     match cred {
         Cred::Bearer(token) => {
             request.headers_mut().insert(

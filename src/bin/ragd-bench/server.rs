@@ -121,6 +121,8 @@ impl Target {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--sync", sync])
+            // A load tool creates many accounts from one address.
+            .args(["--registrations-per-hour", "0"])
             .args(&spec.args)
             .args(&common.server_arg)
             .stdin(Stdio::null())
