@@ -31,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
+/// The largest request head, request line included (431 above it).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// The limits of each connection (flags of the same names).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -111,6 +114,7 @@ async fn connection(
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .max_header_size(MAX_HEAD_BYTES)
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);

@@ -417,3 +417,41 @@ async fn registrations_are_limited_per_client_ip() {
     // Logging in is not affected.
     app.login_token("first@example.com", PASSWORD).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_head_or_uri_is_431_from_the_http_layer() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        (
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: ragd\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(70_000)
+            ),
+            431,
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: ragd\r\n\r\n", "a".repeat(70_000)),
+            431,
+        ),
+        // Just under the limit: served.
+        (
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: ragd\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+                "a".repeat(60_000)
+            ),
+            200,
+        ),
+    ];
+    for (request, expected) in cases {
+        let mut stream = raw(&app).await;
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let answer = until_closed(&mut stream).await.expect("answered and closed");
+        assert_eq!(
+            parse_response(&answer).0,
+            expected,
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    healthy(&app).await;
+}
