@@ -195,11 +195,18 @@ impl App {
         let limits = crate::server::Limits {
             header_timeout: config.header_timeout,
             idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
             body_timeout: config.body_timeout,
             min_body_rate: config.min_body_rate,
             max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
         };
-        let server = crate::server::serve(listener, router, limits, stopping.clone());
+        let abort = CancellationToken::new();
+        let stop = crate::server::Stop {
+            stopping: stopping.clone(),
+            abort: abort.clone(),
+        };
+        let server = crate::server::serve(listener, router, limits, config.trusted_proxies.clone(), stop);
         let timeout = state.config.shutdown_timeout;
 
         tokio::pin!(server);
@@ -210,6 +217,9 @@ impl App {
                 let deadline = tokio::time::Instant::now() + timeout;
                 if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
                     tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway");
+                    // Their connections go now, not after the database closes.
+                    abort.cancel();
+                    (&mut server).await;
                 }
                 state.generations.tracker.close();
                 if tokio::time::timeout_at(deadline, state.generations.tracker.wait()).await.is_err() {

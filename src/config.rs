@@ -53,19 +53,24 @@ pub struct Config {
 
     /// Longest time a client may take to send a request's head, from its
     /// first byte (slow-header connections are closed).
-    #[arg(long, env = "RAGD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "RAGD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub header_timeout: Duration,
 
     /// A connection with no request for this long is closed (keep-alive).
-    #[arg(long, env = "RAGD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "RAGD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
 
+    /// A response the client does not read for this long closes its
+    /// connection.
+    #[arg(long, env = "RAGD_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub write_timeout: Duration,
+
     /// Longest wait for the next piece of a request body (408 after it).
-    #[arg(long, env = "RAGD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "RAGD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub body_timeout: Duration,
 
-    /// Once a request body has taken `--body-timeout`, the least average
-    /// rate it must keep, in bytes per second (408 below it).
+    /// The least a request body must bring per second, counted over each
+    /// window of `--body-timeout` (408 below it).
     #[arg(
         long,
         env = "RAGD_MIN_BODY_RATE",
@@ -78,6 +83,16 @@ pub struct Config {
     /// WebSockets are limited per user instead (`--max-sockets-per-user`).
     #[arg(long, env = "RAGD_MAX_CONNECTIONS", default_value_t = 512, value_name = "N")]
     pub max_connections: usize,
+
+    /// HTTP connections one client address may hold at once (trusted
+    /// proxies are not limited); more are closed at once.
+    #[arg(
+        long,
+        env = "RAGD_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 64,
+        value_name = "N"
+    )]
+    pub max_connections_per_ip: usize,
 
     /// A browser origin (e.g. `https://chat.example.com`, repeatable) allowed
     /// to open `/ws` besides the server's own (its `Host`), for a proxy that
@@ -326,6 +341,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     n.checked_mul(unit_ms)
         .map(Duration::from_millis)
         .ok_or_else(|| format!("`{text}` is too long"))
+}
+
+/// A duration above zero (a zero timeout would refuse everything).
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("`{}` must be more than zero", text.trim())),
+        d => Ok(d),
+    }
 }
 
 fn parse_net(text: &str) -> Result<IpNet, String> {

@@ -8,17 +8,22 @@ const MAX_FILENAME_CHARS: usize = 255;
 const MAX_EXTENSION_CHARS: usize = 16;
 
 /// Characters that change how text around them is shown without showing
-/// themselves: bidi embeddings, overrides, isolates and marks, zero-width
-/// spaces and joiners, the word joiner, and the byte order mark.
+/// themselves (Unicode's format characters and line separators): the soft
+/// hyphen, bidi marks, embeddings, overrides and isolates, zero-width
+/// spaces and joiners, invisible operators, interlinear annotation marks,
+/// tag characters, and the byte order mark.
 pub fn is_invisible(c: char) -> bool {
     matches!(
         c,
-        '\u{061C}'
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
             | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
             | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}'
     )
 }
 
@@ -78,6 +83,7 @@ mod tests {
         assert_eq!(sanitize_filename("invoice\u{202E}fdp.txt"), "invoicefdp.txt");
         assert_eq!(sanitize_filename("a\u{200B}b\u{2066}c\u{FEFF}.md"), "abc.md");
         assert_eq!(clean_label(" \u{200F}Plans\u{2069} "), "Plans");
+        assert_eq!(clean_label("soft\u{AD}hy\u{2028}phen\u{E0041}"), "softhyphen");
     }
 
     #[test]

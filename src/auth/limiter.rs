@@ -112,6 +112,18 @@ pub struct RegistrationLimiter {
 
 const REGISTRATION_WINDOW: Duration = Duration::from_secs(60 * 60);
 
+/// The address registrations are counted by: an IPv4 address, or an IPv6
+/// address's /64 (one subscriber's network, whose addresses are free to it).
+fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+    }
+}
+
 impl RegistrationLimiter {
     pub fn new(max_per_hour: u32) -> RegistrationLimiter {
         RegistrationLimiter {
@@ -131,7 +143,7 @@ impl RegistrationLimiter {
         if ips.len() > SWEEP_AT {
             ips.retain(|_, q| prune_older(q, REGISTRATION_WINDOW, now));
         }
-        let attempts = ips.entry(ip).or_default();
+        let attempts = ips.entry(network_of(ip)).or_default();
         if let Some(wait) = retry_after_in(attempts, self.max, REGISTRATION_WINDOW, now) {
             return Err(wait);
         }
@@ -170,6 +182,11 @@ mod tests {
         let wait = limiter.attempt(a).expect_err("the fourth is refused");
         assert!(wait > 0 && wait <= 3600, "{wait}");
         assert!(limiter.attempt(b).is_ok(), "another IP is not affected");
+        // An IPv6 network's addresses share one count.
+        let v6 = RegistrationLimiter::new(1);
+        assert!(v6.attempt("2001:db8::1".parse().unwrap()).is_ok());
+        assert!(v6.attempt("2001:db8::ffff:2".parse().unwrap()).is_err());
+        assert!(v6.attempt("2001:db8:0:1::1".parse().unwrap()).is_ok());
         let unlimited = RegistrationLimiter::new(0);
         for _ in 0..100 {
             assert!(unlimited.attempt(a).is_ok());

@@ -231,8 +231,9 @@ async fn bad_flag_values_exit_2_with_one_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
     let data_dir = data_dir.display().to_string();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--token-ttl", "5x"], "5x"),
+        (&["--body-timeout", "0s"], "more than zero"),
         (&["--listen", "nope"], "nope"),
         (&["--registration", "maybe"], "maybe"),
         (&["--no-such-flag"], "--no-such-flag"),

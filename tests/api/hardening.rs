@@ -62,8 +62,10 @@ async fn healthy(app: &TestApp) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_slow_header_and_idle_connections_are_closed_while_others_are_served() {
-    let app = TestApp::spawn_with(&["--header-timeout", "1s", "--idle-timeout", "2s"]).await;
+async fn silent_and_slow_header_connections_are_closed_while_others_are_served() {
+    // The idle timeout is far off: only the header timeout can close them
+    // within `BOUND`.
+    let app = TestApp::spawn_with(&["--header-timeout", "1s", "--idle-timeout", "60s"]).await;
 
     let mut silent = raw(&app).await;
     // A head that never ends: one more header line every 300 ms.
@@ -84,11 +86,6 @@ async fn silent_slow_header_and_idle_connections_are_closed_while_others_are_ser
             }
         }
     });
-    // A keep-alive connection that served one request, then idles.
-    let mut idle = raw(&app).await;
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: ragd\r\n\r\n")
-        .await
-        .expect("write");
 
     healthy(&app).await;
     let mut rest = Vec::new();
@@ -106,11 +103,112 @@ async fn silent_slow_header_and_idle_connections_are_closed_while_others_are_ser
         Some(&b""[..]),
         "a connection that sends nothing is closed, without an answer"
     );
+    healthy(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_that_idles_is_closed() {
+    let app = TestApp::spawn_with(&["--idle-timeout", "1s", "--header-timeout", "60s"]).await;
+    let mut idle = raw(&app).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: ragd\r\n\r\n")
+        .await
+        .expect("write");
     let idle_saw = until_closed(&mut idle)
         .await
         .expect("an idle keep-alive connection is closed");
     assert_eq!(parse_response(&idle_saw).0, 200, "its request was answered first");
+}
+
+/// A socket whose receive buffer is small, so that the server's writes
+/// block as soon as the client stops reading.
+async fn small_window(app: &TestApp) -> TcpStream {
+    let address = app
+        .address
+        .trim_start_matches("http://")
+        .parse()
+        .expect("an address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(address).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_and_a_slow_reader_is_not() {
+    let app =
+        TestApp::spawn_with(&["--write-timeout", "1s", "--idle-timeout", "60s", "--workers", "0"]).await;
+    let api = Api::of(&app);
+    let token = api.register("reader@example.com").await;
+    let size = 16 << 20;
+    let doc = api.upload_ok(&token, "big.txt", &vec![b'x'; size]).await;
+    let request = format!(
+        "GET /api/documents/{}/file HTTP/1.1\r\nHost: ragd\r\nAuthorization: Bearer {token}\r\n\r\n",
+        id(&doc)
+    );
+
+    // Reads a little, then nothing for three write timeouts.
+    let mut stalled = small_window(&app).await;
+    stalled.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 64 * 1024];
+    let _ = stalled.read(&mut buf).await.expect("the response starts");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut rest = Vec::new();
+    let drained = tokio::time::timeout(BOUND, stalled.read_to_end(&mut rest)).await;
+    let got = rest.len();
+    assert!(
+        matches!(drained, Ok(Ok(_) | Err(_))) && got < size,
+        "the connection was closed: the client got {got} of {size} bytes"
+    );
+
+    // Reads steadily but slowly: served whole.
+    let mut slow = small_window(&app).await;
+    slow.write_all(request.as_bytes()).await.expect("write");
+    let mut total = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match slow.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+        if total > size {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow download finished");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(total > size, "the whole file (and its head) arrived: {total}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_in_all_and_per_client_address() {
+    // Per address: the third connection is closed at once.
+    let app = TestApp::spawn_with(&["--max-connections-per-ip", "2", "--header-timeout", "60s"]).await;
+    let held = [raw(&app).await, raw(&app).await];
+    let mut third = raw(&app).await;
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: ragd\r\n\r\n")
+        .await
+        .ok();
+    let saw = until_closed(&mut third).await;
+    assert_eq!(saw.as_deref(), Some(&b""[..]), "closed without an answer");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     healthy(&app).await;
+
+    // In all: the third waits until one of two closes.
+    let app = TestApp::spawn_with(&["--max-connections", "2", "--header-timeout", "60s"]).await;
+    let first = raw(&app).await;
+    let _second = raw(&app).await;
+    let mut waiting = raw(&app).await;
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: ragd\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut buf)).await;
+    assert!(early.is_err(), "not served while two connections are open");
+    drop(first);
+    let answer = until_closed(&mut waiting).await.expect("then served");
+    assert_eq!(parse_response(&answer).0, 200);
 }
 
 /// Sends `head`, then `body` one byte every `every`, while reading the

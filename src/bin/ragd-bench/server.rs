@@ -121,8 +121,6 @@ impl Target {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--sync", sync])
-            // A load tool creates many accounts from one address.
-            .args(["--registrations-per-hour", "0"])
             .args(&spec.args)
             .args(&common.server_arg)
             .stdin(Stdio::null())
@@ -134,6 +132,13 @@ impl Target {
                 command.env_remove(name);
             }
         }
+        // A load tool is one address with many accounts and connections: the
+        // per-address limits would measure themselves. Set through the
+        // environment, which builds that predate these limits ignore.
+        command
+            .env("RAGD_REGISTRATIONS_PER_HOUR", "0")
+            .env("RAGD_MAX_CONNECTIONS", "1000000")
+            .env("RAGD_MAX_CONNECTIONS_PER_IP", "1000000");
         let spawned_at = Instant::now();
         let mut child = command
             .spawn()
