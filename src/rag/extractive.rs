@@ -83,8 +83,10 @@ fn words(text: &str) -> Vec<String> {
 
 /// The passage's sentences that match the question best, in text order.
 fn best_sentences(text: &str, terms: &[String]) -> String {
-    let sentences: Vec<&str> = text
-        .split_inclusive(['.', '!', '?', '\n'])
+    let lines = unwrapped(text);
+    let sentences: Vec<&str> = lines
+        .iter()
+        .flat_map(|line| line.split_inclusive(['.', '!', '?']))
         .map(str::trim)
         .filter(|s| s.chars().any(char::is_alphanumeric))
         .collect();
@@ -108,6 +110,36 @@ fn best_sentences(text: &str, terms: &[String]) -> String {
     chosen.sort_unstable();
     let quote = chosen.iter().map(|&i| sentences[i]).collect::<Vec<_>>().join(" ");
     shorten(&quote, 400)
+}
+
+/// The text's lines with hard wraps undone: a line joins the one before it
+/// unless a blank line, a heading, a list item or a table row starts it, so
+/// that a sentence wrapped over two lines is quoted whole.
+fn unwrapped(text: &str) -> Vec<String> {
+    let starts_block = |line: &str| {
+        let line = line.trim_start();
+        let numbered = line
+            .split_once(['.', ')'])
+            .is_some_and(|(n, _)| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()));
+        line.starts_with(['#', '-', '*', '+', '|', '>']) || numbered
+    };
+    let mut lines: Vec<String> = Vec::new();
+    let mut open = false;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            open = false;
+            continue;
+        }
+        match lines.last_mut() {
+            Some(last) if open && !starts_block(line) => {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+            _ => lines.push(line.trim().to_owned()),
+        }
+        open = true;
+    }
+    lines
 }
 
 fn shorten(text: &str, max_chars: usize) -> String {
@@ -150,6 +182,24 @@ mod tests {
         );
         assert!(answer.content.contains("840 ms. [2]"), "{}", answer.content);
         assert_eq!(answer.sources.len(), 2);
+    }
+
+    #[test]
+    fn a_sentence_wrapped_over_lines_is_quoted_whole() {
+        let answer = compose(
+            "What does the stampede guard do?",
+            vec![hit(
+                "# Notes\n\nThe stampede guard keeps a cold cache from being hit at once:\nthe first \
+                 request recomputes the value.\n\n- a list item\n- another",
+            )],
+        );
+        assert!(
+            answer
+                .content
+                .contains("hit at once: the first request recomputes the value. [1]"),
+            "{}",
+            answer.content
+        );
     }
 
     #[test]
