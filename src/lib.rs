@@ -14,6 +14,7 @@ pub mod realtime;
 pub mod reserve;
 pub mod server;
 pub mod telemetry;
+mod web;
 pub mod worker;
 
 mod app;

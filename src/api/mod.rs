@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(documents::router(&state))
         .merge(search::router())
         .merge(ws::router())
+        .merge(crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))

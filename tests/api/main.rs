@@ -20,6 +20,7 @@ mod hardening;
 mod ingest;
 mod llm;
 mod messages;
+mod page;
 #[cfg(feature = "test-hooks")]
 mod parse_crash;
 mod poison;

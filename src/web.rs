@@ -1,0 +1,88 @@
+//! The built-in web page: `web/` compiled into the binary (rust-embed; a
+//! debug build reads the folder at run time, so the page can be edited
+//! without a rebuild). `GET /` is the page, `GET /assets/...` its files,
+//! each with an ETag (revalidated on every load, answered 304 when
+//! unchanged) and the page with a strict Content-Security-Policy: nothing
+//! inline, nothing from another origin.
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rust_embed::RustEmbed;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+#[derive(RustEmbed)]
+#[folder = "web/"]
+struct Files;
+
+/// What the page may load and run: its own scripts, styles and images, and
+/// requests (HTTP and its WebSocket) to its own origin; no inline script or
+/// style, no plugins, no framing, no form posts elsewhere.
+pub const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data: blob:; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(page))
+        .route("/assets/{*path}", get(asset))
+}
+
+async fn page(headers: HeaderMap) -> Result<Response, ApiError> {
+    let mut response = serve("index.html", &headers)?;
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_POLICY),
+    );
+    Ok(response)
+}
+
+async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    serve(&format!("assets/{path}"), &headers)
+}
+
+/// One embedded file, or 304 when the client's copy is current.
+fn serve(path: &str, request: &HeaderMap) -> Result<Response, ApiError> {
+    // rust-embed never reads outside `web/`; a `..` is simply not a file.
+    let file = Files::get(path).ok_or(ApiError::NotFound)?;
+    let hash = file.metadata.sha256_hash();
+    let etag = format!(
+        "\"{}\"",
+        hash[..12].iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let fresh = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
+    let etag = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
+    let mut response = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)))],
+            file.data.into_owned(),
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag);
+    // Names carry no version: revalidate on every load (a 304 costs little).
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("json" | "webmanifest") => "application/manifest+json",
+        _ => "application/octet-stream",
+    }
+}
