@@ -150,3 +150,12 @@ impl From<db::Error> for ApiError {
         }
     }
 }
+
+/// A failure to write an upload or other file: a full disk (or quota) is
+/// 507, anything else a 500.
+pub fn io_error(err: std::io::Error) -> ApiError {
+    match err.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => ApiError::InsufficientStorage,
+        _ => ApiError::internal(format!("cannot store the upload: {err}")),
+    }
+}

@@ -1,19 +1,32 @@
 //! ragd: a self-hosted "chat with your documents" server. This crate is the
 //! whole server; `main.rs` only parses the command line and calls [`run`].
+//!
+//! Layers, top to bottom (docs/ARCHITECTURE.md): the transport (`api`, the
+//! HTTP routes, and `server`, the connections), the domain (`accounts`,
+//! `chat`, `documents`, `worker`), then what the domain uses (`db`, the
+//! storage; `realtime`, the fan-out; `rag`, the answer providers; `ingest`,
+//! the parsers; `files`, `idempotency`), and at the bottom the words of the
+//! contract (`types`). A module calls only modules below it.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod documents;
 pub mod error;
+pub mod files;
+pub mod idempotency;
 pub mod ingest;
+pub mod names;
 pub mod rag;
 pub mod realtime;
 pub mod reserve;
 pub mod server;
 pub mod telemetry;
+pub mod types;
 mod web;
 pub mod worker;
 

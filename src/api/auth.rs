@@ -1,20 +1,18 @@
 //! `/api/auth/*`: register, login, me, refresh, logout, password change and
-//! account deletion.
+//! account deletion. The operations are `accounts`'.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::extract::AppJson;
 use crate::AppState;
-use crate::auth::jwt::Claims;
-use crate::auth::{ClientIp, CurrentUser, password};
-use crate::config::Registration;
-use crate::db::{self, users::User};
+use crate::accounts::{self, Session};
+use crate::auth::{ClientIp, CurrentUser};
+use crate::db::users::User;
 use crate::error::ApiError;
-use crate::realtime::close;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,42 +41,13 @@ struct PasswordOnly {
     password: String,
 }
 
-#[derive(Serialize)]
-struct Session {
-    user: User,
-    token: String,
-    expires_at: String,
-}
-
 async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     AppJson(body): AppJson<EmailPassword>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
-    if state.config.registration == Registration::Closed {
-        return Err(ApiError::RegistrationClosed);
-    }
-    let email = valid_email(&body.email)?;
-    valid_password(&body.password)?;
-    // Counted once the input is well-formed: what follows costs a hash, and
-    // its answer (created, or `email_taken`) tells whether an email exists.
-    if let Err(retry_after_secs) = state.registrations.attempt(ip) {
-        return Err(ApiError::RateLimited {
-            message: "too many accounts created from this address; retry later",
-            retry_after_secs,
-        });
-    }
-    let hash = password::hash(body.password).await?;
-    let now = db::now_ms();
-    let created = state
-        .db
-        .write(move |conn| db::users::create(conn, &email, &hash, now))
-        .await?;
-    let account = created.ok_or(ApiError::EmailTaken)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(session(&state, account.user, account.token_version)?),
-    ))
+    let session = accounts::register(&state, ip, &body.email, body.password).await?;
+    Ok((StatusCode::CREATED, Json(session)))
 }
 
 async fn login(
@@ -86,65 +55,21 @@ async fn login(
     ClientIp(ip): ClientIp,
     AppJson(body): AppJson<EmailPassword>,
 ) -> Result<Json<Session>, ApiError> {
-    let email = normalize_email(&body.email);
-    if let Err(retry_after_secs) = state.limiter.check(&email, ip) {
-        return Err(ApiError::RateLimited {
-            message: "too many failed logins; retry later",
-            retry_after_secs,
-        });
-    }
-    let lookup = email.clone();
-    let found = state
-        .db
-        .read(move |conn| db::users::by_email(conn, &lookup))
-        .await?;
-    let verified = match found {
-        Some(account) => {
-            let ok = password::verify(body.password, account.password_hash.clone()).await?;
-            ok.then_some(account)
-        }
-        None => {
-            password::verify_dummy(body.password).await;
-            None
-        }
-    };
-    let Some(account) = verified else {
-        state.limiter.record_failure(&email, ip);
-        return Err(ApiError::InvalidCredentials);
-    };
-    state.limiter.record_success(&email, ip);
-    Ok(Json(session(&state, account.user, account.token_version)?))
+    Ok(Json(
+        accounts::login(&state, ip, &body.email, body.password).await?,
+    ))
 }
 
 async fn me(user: CurrentUser) -> Json<User> {
-    Json(User {
-        id: user.id,
-        email: user.email,
-        created_at: user.created_at,
-    })
+    Json(user.into_user())
 }
 
 async fn refresh(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Session>, ApiError> {
-    let version = user.token_version;
-    let user = User {
-        id: user.id,
-        email: user.email,
-        created_at: user.created_at,
-    };
-    Ok(Json(session(&state, user, version)?))
+    Ok(Json(accounts::refresh(&state, user)?))
 }
 
 async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<StatusCode, ApiError> {
-    let (id, hub) = (user.id.clone(), state.hub.clone());
-    state
-        .db
-        .write(move |tx| {
-            db::users::bump_token_version(tx, &id)?;
-            // After the commit, even if this client has gone meanwhile.
-            tx.after_commit(move || hub.close_user(&id, close::REVOKED, "logged out"));
-            Ok(())
-        })
-        .await?;
+    accounts::logout(&state, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -154,25 +79,7 @@ async fn change_password(
     ClientIp(ip): ClientIp,
     AppJson(body): AppJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
-    valid_password(&body.new_password)?;
-    let old_hash = check_password(&state, &user, ip, body.current_password).await?;
-    let new_hash = password::hash(body.new_password).await?;
-    let (id, hub) = (user.id.clone(), state.hub.clone());
-    state
-        .db
-        .write(move |tx| {
-            db::users::set_password(tx, &id, &old_hash, &new_hash)?;
-            tx.after_commit(move || hub.close_user(&id, close::REVOKED, "password changed"));
-            Ok(())
-        })
-        .await
-        .map_err(|err| match err {
-            // The hash changed since we verified it: another change won.
-            db::Error::NotFound => {
-                ApiError::Conflict("the password was changed meanwhile; log in again".into())
-            }
-            other => other.into(),
-        })?;
+    accounts::change_password(&state, &user, ip, body.current_password, body.new_password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -182,143 +89,6 @@ async fn delete_account(
     ClientIp(ip): ClientIp,
     AppJson(body): AppJson<PasswordOnly>,
 ) -> Result<StatusCode, ApiError> {
-    check_password(&state, &user, ip, body.password).await?;
-    let id = user.id.clone();
-    let documents = state
-        .db
-        .read(move |conn| db::documents::ids_of_user(conn, &id))
-        .await?;
-    let id = user.id.clone();
-    let hub = state.hub.clone();
-    state
-        .write_to_free_space(move |tx| {
-            db::users::delete(tx, &id)?;
-            let (hub, id) = (hub.clone(), id.clone());
-            tx.after_commit(move || hub.close_user(&id, close::REVOKED, "account deleted"));
-            Ok(())
-        })
-        .await?;
-    for document_id in &documents {
-        state.worker.cancel_document(document_id);
-        crate::api::documents::remove_file(&state.files_dir.join(document_id)).await;
-    }
-    tracing::info!(user_id = %user.id, "account deleted");
+    accounts::delete(&state, &user, ip, body.password).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Verifies the signed-in user's password (limited like logins); returns
-/// the stored hash it matched.
-async fn check_password(
-    state: &AppState,
-    user: &CurrentUser,
-    ip: std::net::IpAddr,
-    given: String,
-) -> Result<String, ApiError> {
-    if let Err(retry_after_secs) = state.limiter.check(&user.email, ip) {
-        return Err(ApiError::RateLimited {
-            message: "too many failed attempts; retry later",
-            retry_after_secs,
-        });
-    }
-    let id = user.id.clone();
-    let account = state
-        .db
-        .read(move |conn| db::users::by_id(conn, &id))
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    if !password::verify(given, account.password_hash.clone()).await? {
-        state.limiter.record_failure(&user.email, ip);
-        return Err(ApiError::InvalidCredentials);
-    }
-    Ok(account.password_hash)
-}
-
-fn session(state: &AppState, user: User, token_version: i64) -> Result<Session, ApiError> {
-    let iat = db::now_ms() / 1000;
-    let ttl = i64::try_from(state.config.token_ttl.as_secs()).unwrap_or(i64::MAX / 2);
-    let exp = iat.saturating_add(ttl);
-    let claims = Claims {
-        sub: user.id.clone(),
-        exp,
-        iat,
-        ver: token_version,
-    };
-    let token = state.jwt.issue(&claims).map_err(ApiError::internal)?;
-    Ok(Session {
-        user,
-        token,
-        expires_at: db::format_ms(exp.saturating_mul(1000)),
-    })
-}
-
-fn normalize_email(raw: &str) -> String {
-    raw.trim().to_lowercase()
-}
-
-/// The email rule of API.md: trimmed, lower-cased, at most 254 characters,
-/// no whitespace inside, one `@` with a non-empty local part and a domain
-/// containing a dot.
-fn valid_email(raw: &str) -> Result<String, ApiError> {
-    let email = normalize_email(raw);
-    let invalid = || ApiError::Validation("email must look like name@example.com".into());
-    if email.chars().count() > 254 {
-        return Err(ApiError::Validation(
-            "email must be at most 254 characters".into(),
-        ));
-    }
-    let hidden = |c: char| c.is_whitespace() || c.is_control() || super::names::is_invisible(c);
-    if email.chars().any(hidden) {
-        return Err(invalid());
-    }
-    let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
-    let domain_ok = domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
-    if local.is_empty() || domain.contains('@') || !domain_ok {
-        return Err(invalid());
-    }
-    Ok(email)
-}
-
-/// 8..=256 characters (Unicode scalar values).
-fn valid_password(password: &str) -> Result<(), ApiError> {
-    let n = password.chars().count();
-    if !(8..=256).contains(&n) {
-        return Err(ApiError::Validation(
-            "password must be 8 to 256 characters".into(),
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn emails_follow_the_contract() {
-        assert_eq!(valid_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
-        for bad in [
-            "",
-            "ada",
-            "@example.com",
-            "ada@example",
-            "ada@@example.com",
-            "a da@example.com",
-            "ada@.com",
-            "ada@example.",
-            "ada\u{202E}@example.com",
-            "a\u{200B}da@example.com",
-        ] {
-            assert!(valid_email(bad).is_err(), "{bad:?} must be rejected");
-        }
-        let long = format!("{}@example.com", "a".repeat(250));
-        assert!(valid_email(&long).is_err());
-    }
-
-    #[test]
-    fn passwords_count_characters_not_bytes() {
-        assert!(valid_password("1234567").is_err());
-        assert!(valid_password("12345678").is_ok());
-        assert!(valid_password(&"é".repeat(256)).is_ok());
-        assert!(valid_password(&"é".repeat(257)).is_err());
-    }
 }

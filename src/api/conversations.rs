@@ -12,6 +12,7 @@ use super::extract::{
 };
 use crate::AppState;
 use crate::auth::CurrentUser;
+use crate::chat;
 use crate::db::{self, conversations::Conversation, conversations::ListKey};
 use crate::error::ApiError;
 
@@ -20,9 +21,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/conversations", get(list).post(create))
         .route("/api/conversations/{id}", get(fetch).patch(rename).delete(remove))
 }
-
-const DEFAULT_TITLE: &str = "New chat";
-const MAX_TITLE_CHARS: usize = 200;
 
 #[derive(Deserialize)]
 struct CreateBody {
@@ -54,32 +52,12 @@ struct Page {
     next_before: Option<String>,
 }
 
-fn valid_title(title: Option<&str>) -> Result<String, ApiError> {
-    let title = super::names::clean_label(title.unwrap_or_default());
-    let title = title.as_str();
-    let n = title.chars().count();
-    if n == 0 || n > MAX_TITLE_CHARS {
-        return Err(ApiError::Validation(format!(
-            "title must be 1 to {MAX_TITLE_CHARS} characters"
-        )));
-    }
-    Ok(title.to_owned())
-}
-
 async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
     AppJson(body): AppJson<CreateBody>,
 ) -> Result<(StatusCode, Json<Conversation>), ApiError> {
-    let title = match body.title {
-        None => DEFAULT_TITLE.to_owned(),
-        Some(title) => valid_title(Some(&title))?,
-    };
-    let now = db::now_ms();
-    let conversation = state
-        .db
-        .write(move |conn| db::conversations::create(conn, &user.id, &title, now))
-        .await?;
+    let conversation = chat::conversations::create(&state, &user.id, body.title).await?;
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 
@@ -123,13 +101,9 @@ async fn rename(
     Path(id): Path<String>,
     AppJson(body): AppJson<RenameBody>,
 ) -> Result<Json<Conversation>, ApiError> {
-    let title = valid_title(body.title.as_deref())?;
-    let now = db::now_ms();
-    let conversation = state
-        .db
-        .write(move |conn| db::conversations::rename(conn, &user.id, &id, &title, now))
-        .await?;
-    Ok(Json(conversation))
+    Ok(Json(
+        chat::conversations::rename(&state, &user.id, &id, body.title).await?,
+    ))
 }
 
 async fn remove(
@@ -137,12 +111,6 @@ async fn remove(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let now = db::now_ms();
-    let conversation_id = id.clone();
-    state
-        .write_to_free_space(move |tx| db::conversations::delete(tx, &user.id, &conversation_id, now))
-        .await?;
-    // A reply being generated in it is cancelled (its row is gone already).
-    state.generations.cancel_conversation(&id);
+    chat::conversations::delete(&state, &user.id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,10 +5,12 @@
 pub mod auth;
 pub mod conversations;
 pub mod documents;
+mod download;
 pub mod extract;
 pub mod health;
 pub mod messages;
-mod names;
+mod upload;
+
 mod part_headers;
 pub mod search;
 pub mod ws;
@@ -75,17 +77,6 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// Runs `work` as its own task and waits for it. Work that must not stop
-/// halfway when the client disconnects (commit, then start what the commit
-/// promised) goes through here: a dropped handler does not drop the task.
-pub(crate) async fn detached<T, F>(work: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
-{
-    tokio::spawn(work).await.map_err(ApiError::internal)?
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

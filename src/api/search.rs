@@ -11,6 +11,7 @@ use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::db;
 use crate::error::ApiError;
+use crate::types::{Passage, Source};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/search", get(search))
@@ -32,9 +33,10 @@ async fn search(
         return Err(ApiError::Validation("q must not be blank".into()));
     }
     let limit = limit(query.limit, 10, 50)?;
-    let items = state
+    let passages = state
         .db
         .read(move |conn| db::chunks::search(conn, &user.id, &q, limit))
         .await?;
+    let items: Vec<Source> = passages.iter().map(Passage::source).collect();
     Ok(Json(json!({ "items": items })))
 }

@@ -22,6 +22,17 @@ pub struct CurrentUser {
     pub expires_at: i64,
 }
 
+impl CurrentUser {
+    /// The account as the API shows it.
+    pub fn into_user(self) -> crate::db::users::User {
+        crate::db::users::User {
+            id: self.id,
+            email: self.email,
+            created_at: self.created_at,
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 

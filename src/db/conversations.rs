@@ -7,10 +7,7 @@ use tracing::instrument;
 
 use super::events::{self, Subject};
 use super::{Error, Result, Tx, format_ms};
-
-pub const CREATED: &str = "conversation.created";
-pub const UPDATED: &str = "conversation.updated";
-pub const DELETED: &str = "conversation.deleted";
+use crate::types::EventType;
 
 fn subject(id: &str) -> Subject<'_> {
     Subject { id, scope: Some(id) }
@@ -58,7 +55,13 @@ pub fn create(tx: &mut Tx<'_>, user_id: &str, title: &str, now: i64) -> Result<C
         created_at: format_ms(now),
         updated_at: format_ms(now),
     };
-    tx.emit(user_id, CREATED, subject(&conversation.id), &conversation, now)?;
+    tx.emit(
+        user_id,
+        EventType::ConversationCreated,
+        subject(&conversation.id),
+        &conversation,
+        now,
+    )?;
     Ok(conversation)
 }
 
@@ -120,7 +123,13 @@ pub fn rename(tx: &mut Tx<'_>, user_id: &str, id: &str, title: &str, now: i64) -
         .optional()?
         .map(|(c, _)| c)
         .ok_or(Error::NotFound)?;
-    tx.emit(user_id, UPDATED, subject(id), &conversation, now)?;
+    tx.emit(
+        user_id,
+        EventType::ConversationUpdated,
+        subject(id),
+        &conversation,
+        now,
+    )?;
     Ok(conversation)
 }
 
@@ -135,5 +144,5 @@ pub fn delete(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<()> 
     {
         return Err(Error::NotFound);
     }
-    events::tombstone_and_emit(tx, user_id, DELETED, id, now)
+    events::tombstone_and_emit(tx, user_id, EventType::ConversationDeleted, id, now)
 }

@@ -1,17 +1,16 @@
-//! Documents: metadata of uploaded files, scoped to their owner. Their
-//! parse jobs live in `jobs.rs`, their text in `chunks.rs`.
+//! The `documents` table: metadata of uploaded files, scoped to their
+//! owner, each change with its event. Their parse jobs are `jobs.rs`'s,
+//! their text `chunks.rs`'s; `documents::` (the domain) combines them.
+
+use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use tracing::instrument;
 
-use super::events::{self, Subject};
-use super::jobs::{self, Job};
+use super::events::{self, NewEvent, Subject};
 use super::{Error, Result, Tx, format_ms};
-
-pub const CREATED: &str = "document.created";
-pub const STATUS_UPDATED: &str = "document.status_updated";
-pub const DELETED: &str = "document.deleted";
+use crate::types::{DocumentStatus, EventType};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Document {
@@ -20,7 +19,7 @@ pub struct Document {
     pub content_type: String,
     pub size_bytes: i64,
     pub sha256: String,
-    pub status: String,
+    pub status: DocumentStatus,
     pub error: Option<String>,
     pub chunk_count: i64,
     pub created_at: String,
@@ -45,10 +44,10 @@ pub struct NewDocument {
     pub sha256: String,
 }
 
-pub(super) const COLUMNS: &str =
+const COLUMNS: &str =
     "id, filename, content_type, size_bytes, sha256, status, error, chunk_count, created_at, updated_at";
 
-pub(super) fn document(row: &Row<'_>) -> rusqlite::Result<(Document, ListKey)> {
+fn document(row: &Row<'_>) -> rusqlite::Result<(Document, ListKey)> {
     let id: String = row.get(0)?;
     let created_at: i64 = row.get(8)?;
     Ok((
@@ -70,20 +69,19 @@ pub(super) fn document(row: &Row<'_>) -> rusqlite::Result<(Document, ListKey)> {
 
 /// Events about a document are grouped under its id, so deleting it can
 /// rewrite them (and its jobs' events) to tombstones.
-pub(crate) fn subject(id: &str) -> Subject<'_> {
+pub fn subject(id: &str) -> Subject<'_> {
     Subject { id, scope: Some(id) }
 }
 
-/// Emits `document.status_updated` with the document as stored now.
-pub(crate) fn emit_status(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<Document> {
-    let doc = get(tx, user_id, id)?;
-    tx.emit(user_id, STATUS_UPDATED, subject(id), &doc, now)?;
-    Ok(doc)
+/// The `document.status_updated` event of `doc` (for bulk changes that
+/// emit many events at once).
+pub fn status_event<'a>(user_id: &'a str, doc: &'a Document) -> Result<NewEvent<'a>> {
+    NewEvent::new(user_id, EventType::DocumentStatusUpdated, subject(&doc.id), doc)
 }
 
-/// Inserts the document (`queued`) and its parse job, with their events.
+/// Inserts the document (`queued`) with its `document.created` event.
 #[instrument(skip_all)]
-pub fn create(tx: &mut Tx<'_>, new: &NewDocument, max_retries: u32, now: i64) -> Result<(Document, Job)> {
+pub fn insert(tx: &mut Tx<'_>, new: &NewDocument, now: i64) -> Result<Document> {
     tx.prepare_cached(
         "INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256, status, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)",
@@ -99,9 +97,14 @@ pub fn create(tx: &mut Tx<'_>, new: &NewDocument, max_retries: u32, now: i64) ->
         now
     ])?;
     let doc = get(tx, &new.user_id, &new.id)?;
-    tx.emit(&new.user_id, CREATED, subject(&new.id), &doc, now)?;
-    let job = jobs::enqueue(tx, &new.user_id, &new.id, max_retries, now)?;
-    Ok((doc, job))
+    tx.emit(
+        &new.user_id,
+        EventType::DocumentCreated,
+        subject(&new.id),
+        &doc,
+        now,
+    )?;
+    Ok(doc)
 }
 
 #[instrument(skip_all)]
@@ -159,8 +162,62 @@ pub fn list(
     Ok((items, if more { last } else { None }))
 }
 
-/// Deletes the document with its jobs, attempts and chunks (the index
-/// follows by trigger), rewrites its events to tombstones and emits
+/// Moves the document to `status` (with `error`), with its event.
+#[instrument(skip_all)]
+pub fn set_status(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    id: &str,
+    status: DocumentStatus,
+    error: Option<&str>,
+    now: i64,
+) -> Result<Document> {
+    tx.prepare_cached("UPDATE documents SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")?
+        .execute(params![id, status, error, now])?;
+    let doc = get(tx, user_id, id)?;
+    tx.emit(user_id, EventType::DocumentStatusUpdated, subject(id), &doc, now)?;
+    Ok(doc)
+}
+
+/// Records how many chunks the document's current set has (no event: the
+/// status change that follows carries it).
+pub fn set_chunk_count(conn: &Connection, id: &str, count: usize) -> Result<()> {
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    conn.prepare_cached("UPDATE documents SET chunk_count = ?2 WHERE id = ?1")?
+        .execute(params![id, count])?;
+    Ok(())
+}
+
+/// Moves many documents at once, each to its status and error, in one
+/// statement (the start-up sweep may move a whole queue); returns them by
+/// id, without events (the caller emits them in its order).
+#[instrument(skip_all, fields(count = moves.len()))]
+pub fn set_statuses(
+    conn: &Connection,
+    moves: &[(&str, DocumentStatus, Option<&str>)],
+    now: i64,
+) -> Result<HashMap<String, Document>> {
+    let json: Vec<serde_json::Value> = moves
+        .iter()
+        .map(|(id, status, error)| serde_json::json!([id, status, error]))
+        .collect();
+    let json = serde_json::to_string(&json).map_err(|e| Error::Other(format!("document moves: {e}")))?;
+    let rows = conn
+        // (RETURNING names only the updated table's columns.)
+        .prepare_cached(&format!(
+            "UPDATE documents SET status = m.value ->> 1, error = m.value ->> 2, updated_at = ?2
+             FROM json_each(?1) AS m WHERE documents.id = m.value ->> 0
+             RETURNING {COLUMNS}"
+        ))?
+        .query_map(params![json, now], |row| {
+            document(row).map(|(d, _)| (d.id.clone(), d))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// Deletes the document with its jobs, attempts and chunks (the search
+/// index follows), rewrites its events to tombstones and emits
 /// `document.deleted`.
 #[instrument(skip_all)]
 pub fn delete(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<()> {
@@ -171,32 +228,7 @@ pub fn delete(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<()> 
     {
         return Err(Error::NotFound);
     }
-    events::tombstone_and_emit(tx, user_id, DELETED, id, now)
-}
-
-/// Queues a new parse job for a document (409 while one is queued or
-/// running). The document's chunks stay searchable meanwhile.
-#[instrument(skip_all)]
-pub fn reprocess(tx: &mut Tx<'_>, user_id: &str, id: &str, max_retries: u32, now: i64) -> Result<Job> {
-    get(tx, user_id, id)?;
-    let busy: bool = tx
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE document_id = ?1 AND status IN ('queued', 'running'))",
-        )?
-        .query_row([id], |r| r.get(0))?;
-    if busy {
-        return Err(Error::Conflict(
-            "the document already has a parse job queued or running",
-        ));
-    }
-    // The new job is the cause of the document's `queued`: its event first.
-    let job = jobs::enqueue(tx, user_id, id, max_retries, now)?;
-    tx.execute(
-        "UPDATE documents SET status = 'queued', error = NULL, updated_at = ?2 WHERE id = ?1",
-        params![id, now],
-    )?;
-    emit_status(tx, user_id, id, now)?;
-    Ok(job)
+    events::tombstone_and_emit(tx, user_id, EventType::DocumentDeleted, id, now)
 }
 
 /// Ids of every document of a user (for removing files after an account

@@ -9,6 +9,7 @@ use serde::Serialize;
 use tracing::instrument;
 
 use super::{Error, Result, format_ms};
+use crate::types::EventType;
 
 /// An event as stored and as sent: its id and its frame's JSON text
 /// `{"id","type","ts","data"}`, serialized once.
@@ -39,7 +40,7 @@ pub struct Subject<'a> {
 /// An event about to be appended: its data serialized, its id not yet taken.
 pub struct NewEvent<'a> {
     pub user_id: &'a str,
-    pub kind: &'static str,
+    pub kind: EventType,
     pub subject: Subject<'a>,
     /// The `data` JSON text.
     pub data: String,
@@ -48,7 +49,7 @@ pub struct NewEvent<'a> {
 impl<'a> NewEvent<'a> {
     pub fn new(
         user_id: &'a str,
-        kind: &'static str,
+        kind: EventType,
         subject: Subject<'a>,
         data: &impl Serialize,
     ) -> Result<NewEvent<'a>> {
@@ -114,7 +115,7 @@ pub fn append_all(
             frames.push(EventFrame {
                 user_id: event.user_id.to_owned(),
                 id,
-                text: envelope(id, event.kind, &ts, &event.data),
+                text: envelope(id, event.kind.as_str(), &ts, &event.data),
             });
         }
     }
@@ -183,7 +184,7 @@ pub fn tombstone(conn: &Connection, user_id: &str, scope_id: &str) -> Result<usi
 pub fn tombstone_and_emit(
     tx: &mut super::Tx<'_>,
     user_id: &str,
-    kind: &'static str,
+    kind: EventType,
     id: &str,
     now: i64,
 ) -> Result<()> {
@@ -251,10 +252,13 @@ mod tests {
             insert_user(&conn, u);
         }
         let subject = |id| Subject { id, scope: None };
-        let first = NewEvent::new(&users[1], "a", subject("s0"), &0).expect("event");
+        let first =
+            NewEvent::new(&users[1], EventType::ConversationCreated, subject("s0"), &0).expect("event");
         append_all(&conn, vec![first], 1, true).expect("append one");
         let events = (1..=5)
-            .map(|n| NewEvent::new(&users[n % 2], "b", subject("s"), &n).expect("event"))
+            .map(|n| {
+                NewEvent::new(&users[n % 2], EventType::ConversationUpdated, subject("s"), &n).expect("event")
+            })
             .collect();
         let frames = append_all(&conn, events, 2, true).expect("append_all");
         let seen: Vec<(&str, i64)> = frames.iter().map(|f| (f.user_id.as_str(), f.id)).collect();
@@ -262,7 +266,7 @@ mod tests {
         assert_eq!(seen, [(u1, 2), (u0, 1), (u1, 3), (u0, 2), (u1, 4)]);
         assert_eq!(
             frames[1].text,
-            r#"{"id":1,"type":"b","ts":"1970-01-01T00:00:00.002Z","data":2}"#
+            r#"{"id":1,"type":"conversation.updated","ts":"1970-01-01T00:00:00.002Z","data":2}"#
         );
         assert_eq!(head(&conn, u1).expect("head"), 4);
         let stored = range(&conn, u1, 0, 4, 10).expect("range");
@@ -273,7 +277,13 @@ mod tests {
     /// Appends one event per timestamp for `user_id` (ids 1, 2, ...).
     fn append_at(conn: &Connection, user_id: &str, timestamps: &[i64]) {
         for &ts in timestamps {
-            let event = NewEvent::new(user_id, "t", Subject { id: "s", scope: None }, &ts).expect("event");
+            let event = NewEvent::new(
+                user_id,
+                EventType::ConversationCreated,
+                Subject { id: "s", scope: None },
+                &ts,
+            )
+            .expect("event");
             append_all(conn, vec![event], ts, false).expect("append");
         }
     }

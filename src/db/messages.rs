@@ -8,18 +8,15 @@ use tracing::instrument;
 
 use super::events::{NewEvent, Subject};
 use super::{Error, Result, Tx, format_ms};
-use crate::rag::Source;
-
-pub const CREATED: &str = "message.created";
-pub const STATUS_UPDATED: &str = "message.status_updated";
+use crate::types::{EventType, MessageStatus, Role, Source, Turn};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Message {
     pub id: String,
     pub conversation_id: String,
-    pub role: String,
+    pub role: Role,
     pub content: String,
-    pub status: String,
+    pub status: MessageStatus,
     pub error: Option<String>,
     pub sources: Vec<Source>,
     pub created_at: String,
@@ -91,7 +88,7 @@ fn message(row: &Row<'_>) -> rusqlite::Result<Row2> {
     })
 }
 
-fn emit(tx: &mut Tx<'_>, kind: &'static str, user_id: &str, m: &Message, now: i64) -> Result<()> {
+fn emit(tx: &mut Tx<'_>, kind: EventType, user_id: &str, m: &Message, now: i64) -> Result<()> {
     tx.emit(
         user_id,
         kind,
@@ -127,10 +124,26 @@ pub fn insert_turn(
         .prepare_cached("SELECT max(created_at) FROM messages WHERE conversation_id = ?1")?
         .query_row([conversation_id], |r| r.get(0))?;
     let now = newest.map_or(now, |n| n.max(now));
-    let user = insert(tx, user_id, conversation_id, "user", content, "done", now)?;
-    let reply = insert(tx, user_id, conversation_id, "assistant", "", "pending", now)?;
-    emit(tx, CREATED, user_id, &user, now)?;
-    emit(tx, CREATED, user_id, &reply, now)?;
+    let user = insert(
+        tx,
+        user_id,
+        conversation_id,
+        Role::User,
+        content,
+        MessageStatus::Done,
+        now,
+    )?;
+    let reply = insert(
+        tx,
+        user_id,
+        conversation_id,
+        Role::Assistant,
+        "",
+        MessageStatus::Pending,
+        now,
+    )?;
+    emit(tx, EventType::MessageCreated, user_id, &user, now)?;
+    emit(tx, EventType::MessageCreated, user_id, &reply, now)?;
     Ok((user, reply))
 }
 
@@ -138,9 +151,9 @@ fn insert(
     conn: &Connection,
     user_id: &str,
     conversation_id: &str,
-    role: &str,
+    role: Role,
     content: &str,
-    status: &str,
+    status: MessageStatus,
     now: i64,
 ) -> Result<Message> {
     let id = super::new_id();
@@ -152,9 +165,9 @@ fn insert(
     Ok(Message {
         id,
         conversation_id: conversation_id.to_owned(),
-        role: role.to_owned(),
+        role,
         content: content.to_owned(),
-        status: status.to_owned(),
+        status,
         error: None,
         sources: Vec::new(),
         created_at: format_ms(now),
@@ -188,9 +201,9 @@ pub fn finish(
     let (content, sources, status, error) = match outcome {
         Outcome::Done { content, sources } => {
             let sources = serde_json::to_string(&sources).map_err(|e| Error::Other(e.to_string()))?;
-            (Some(content), sources, "done", None)
+            (Some(content), sources, MessageStatus::Done, None)
         }
-        Outcome::Failed(error, partial) => (partial, "[]".to_owned(), "error", Some(error)),
+        Outcome::Failed(error, partial) => (partial, "[]".to_owned(), MessageStatus::Error, Some(error)),
     };
     let updated = tx
         .prepare_cached(&format!(
@@ -202,7 +215,7 @@ pub fn finish(
         .optional()?;
     match updated {
         Some(row) => {
-            emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
+            emit(tx, EventType::MessageStatusUpdated, user_id, &row.message, now)?;
             Ok(Some(row.message))
         }
         None => Ok(None),
@@ -227,7 +240,7 @@ pub fn mark_streaming(
         .query_row(params![id, user_id, generation, now], message)
         .optional()?;
     if let Some(row) = &row {
-        emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
+        emit(tx, EventType::MessageStatusUpdated, user_id, &row.message, now)?;
     }
     Ok(row.map(|r| r.message))
 }
@@ -269,7 +282,7 @@ pub fn cancel_generation(
         .query_row(params![id, user_id, generation, content, now], message)
         .optional()?;
     if let Some(row) = &row {
-        emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
+        emit(tx, EventType::MessageStatusUpdated, user_id, &row.message, now)?;
     }
     Ok(row.map(|r| r.message))
 }
@@ -277,12 +290,7 @@ pub fn cancel_generation(
 /// The finished turns before a reply, oldest first, newest kept when the
 /// budget of characters runs out.
 #[instrument(skip_all)]
-pub fn history(
-    conn: &Connection,
-    user_id: &str,
-    reply_id: &str,
-    max_chars: usize,
-) -> Result<Vec<crate::rag::Turn>> {
+pub fn history(conn: &Connection, user_id: &str, reply_id: &str, max_chars: usize) -> Result<Vec<Turn>> {
     let reply = conn
         .prepare_cached("SELECT conversation_id, created_at FROM messages WHERE id = ?1 AND user_id = ?2")?
         .query_row([reply_id, user_id], |r| {
@@ -298,7 +306,7 @@ pub fn history(
          ORDER BY created_at DESC, id DESC LIMIT 50",
     )?;
     let rows = stmt.query_map(params![conversation_id, created_at, reply_id], |r| {
-        Ok(crate::rag::Turn {
+        Ok(Turn {
             role: r.get(0)?,
             content: r.get(1)?,
         })
@@ -315,7 +323,7 @@ pub fn history(
     }
     turns.reverse();
     // The question itself is sent separately: drop it from the history.
-    if turns.last().is_some_and(|t| t.role == "user") {
+    if turns.last().is_some_and(|t| t.role == Role::User) {
         turns.pop();
     }
     Ok(turns)
@@ -326,7 +334,7 @@ pub fn history(
 #[instrument(skip_all)]
 pub fn cancel(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<Message> {
     let current = get(tx, user_id, id)?;
-    if current.role != "assistant" || !matches!(current.status.as_str(), "pending" | "streaming") {
+    if current.role != Role::Assistant || !current.status.is_running() {
         return Err(Error::Conflict(
             "only a reply that is still being generated can be cancelled",
         ));
@@ -336,7 +344,7 @@ pub fn cancel(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<Mess
             "UPDATE messages SET status = 'cancelled', updated_at = ?3 WHERE id = ?1 AND user_id = ?2 RETURNING {COLUMNS}"
         ))?
         .query_row(params![id, user_id, now], message)?;
-    emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
+    emit(tx, EventType::MessageStatusUpdated, user_id, &row.message, now)?;
     Ok(row.message)
 }
 
@@ -346,10 +354,10 @@ pub fn cancel(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<Mess
 #[instrument(skip_all)]
 pub fn reset_for_retry(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Result<(Message, String, i64)> {
     let current = get(tx, user_id, id)?;
-    if current.role != "assistant" {
+    if current.role != Role::Assistant {
         return Err(Error::Conflict("only an assistant reply can be retried"));
     }
-    if matches!(current.status.as_str(), "pending" | "streaming") {
+    if current.status.is_running() {
         return Err(Error::Conflict("the reply is still being generated"));
     }
     let row = tx
@@ -370,7 +378,7 @@ pub fn reset_for_retry(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Re
         )
         .optional()?
         .unwrap_or_default();
-    emit(tx, STATUS_UPDATED, user_id, &row.message, now)?;
+    emit(tx, EventType::MessageStatusUpdated, user_id, &row.message, now)?;
     let generation = row.message.generation;
     Ok((row.message, question, generation))
 }
@@ -461,7 +469,12 @@ pub fn interrupt_unfinished(tx: &mut Tx<'_>, now: i64) -> Result<usize> {
                 id: &row.message.id,
                 scope: Some(&row.message.conversation_id),
             };
-            NewEvent::new(&row.user_id, STATUS_UPDATED, subject, &row.message)
+            NewEvent::new(
+                &row.user_id,
+                EventType::MessageStatusUpdated,
+                subject,
+                &row.message,
+            )
         })
         .collect::<Result<Vec<_>>>()?;
     tx.emit_all(events, now)?;

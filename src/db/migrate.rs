@@ -221,6 +221,8 @@ mod tests {
         crate::db::chunks::index_pending(&tx).expect("apply the delete");
         tx.commit().expect("commit");
         assert_eq!(found(&conn, "u1", "heron"), ["2"].map(String::from).to_vec());
+        // An account deletion, as `accounts::delete` runs it.
+        crate::db::chunks::drop_user_index(&conn, "u2").expect("drop the account's index");
         crate::db::users::delete(&conn, "u2").expect("delete an account");
         crate::db::chunks::index_pending(&conn).expect("apply the deletes");
         let left: (i64, i64) = conn

@@ -11,7 +11,6 @@ pub mod events;
 pub mod idempotency;
 pub mod jobs;
 pub mod messages;
-mod snippet;
 pub mod users;
 
 use std::ops::Deref;
@@ -126,7 +125,9 @@ impl Db {
             .min_idle(Some(1))
             .connection_timeout(BUSY_TIMEOUT)
             .build(manager)?;
-        let writer = Writer::start(conn, publish)?;
+        // New chunks enter the search index once per batch (one FTS5
+        // segment), in the batch's transaction.
+        let writer = Writer::start(conn, publish, |conn| chunks::index_pending(conn).map(|_| ()))?;
         Ok(Db {
             pool,
             writer,
@@ -240,7 +241,7 @@ impl<'c> Tx<'c> {
     pub fn emit(
         &mut self,
         user_id: &str,
-        kind: &'static str,
+        kind: crate::types::EventType,
         subject: events::Subject<'_>,
         data: &impl serde::Serialize,
         now: i64,
@@ -297,10 +298,70 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// What the storage layer's unit tests share.
+/// What the storage layer's (and the domain's) unit tests share.
 #[cfg(test)]
-mod testing {
-    use rusqlite::Connection;
+pub(crate) mod testing {
+    use rusqlite::{Connection, params};
+
+    /// A write on `conn` outside the writer, for tests that run storage
+    /// functions in a transaction of their own.
+    pub fn tx(conn: &Connection) -> super::Tx<'_> {
+        super::Tx::new(conn)
+    }
+
+    /// The JSON frames a test write emitted.
+    pub fn frames(tx: &super::Tx<'_>) -> Vec<serde_json::Value> {
+        tx.events
+            .iter()
+            .map(|f| serde_json::from_str(&f.text).expect("frame JSON"))
+            .collect()
+    }
+
+    /// The frames a test write emitted, each with its user.
+    pub fn frames_by_user(tx: &super::Tx<'_>) -> Vec<(String, serde_json::Value)> {
+        tx.events
+            .iter()
+            .map(|f| {
+                (
+                    f.user_id.clone(),
+                    serde_json::from_str(&f.text).expect("frame JSON"),
+                )
+            })
+            .collect()
+    }
+
+    /// A new user row; returns its id.
+    pub fn user(conn: &Connection) -> String {
+        let id = super::new_id();
+        insert_user(conn, &id);
+        id
+    }
+
+    /// A job of `user` in `status` with attempt 1 (open when running) and
+    /// its document (`parsing` while the job runs, else `queued`); returns
+    /// the job id.
+    pub fn job_in(conn: &Connection, user: &str, status: &str, retry_count: i64, lease_until: i64) -> String {
+        let (doc, job) = (super::new_id(), super::new_id());
+        let doc_status = if status == "running" { "parsing" } else { "queued" };
+        conn.execute(
+            "INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256, status, created_at, updated_at)
+             VALUES (?1, ?2, 'a.txt', 'text/plain', 'txt', 1, 'x', ?3, 0, 0)",
+            params![doc, user, doc_status],
+        )
+        .expect("document");
+        conn.execute(
+            "INSERT INTO jobs (id, document_id, user_id, status, attempt, retry_count, max_retries, run_after, lease_until, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, 3, 0, ?6, 0, 0)",
+            params![job, doc, user, status, retry_count, lease_until],
+        )
+        .expect("job");
+        conn.execute(
+            "INSERT INTO job_attempts (job_id, n, started_at) VALUES (?1, 1, 0)",
+            [&job],
+        )
+        .expect("attempt");
+        job
+    }
 
     /// A database file in a temp dir, migrated, with foreign keys on (as
     /// every connection of the server has them).

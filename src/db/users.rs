@@ -98,11 +98,11 @@ pub fn set_password(conn: &Connection, id: &str, old_hash: &str, new_hash: &str)
 }
 
 /// Deletes the account; everything it owns goes with it (ON DELETE
-/// CASCADE), and its search index too.
+/// CASCADE). Its search index is the caller's to drop first
+/// (`chunks::drop_user_index`), so that the chunks' deletes need not queue
+/// their text for it.
 #[instrument(skip_all)]
 pub fn delete(conn: &Connection, id: &str) -> Result<()> {
-    // First, so that the chunks' deletes need not queue their text for it.
-    super::chunks::drop_user_index(conn, id)?;
     let deleted = conn.execute("DELETE FROM users WHERE id = ?1", [id])?;
     if deleted == 0 {
         return Err(super::Error::NotFound);

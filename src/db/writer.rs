@@ -48,7 +48,7 @@ fn note_wal_frames(_: &Wal, frames: c_int) -> rusqlite::Result<()> {
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 
 /// A queued write, type-erased so one channel carries writes of any result.
-trait Job: Send {
+trait QueuedWrite: Send {
     /// Runs inside the batch's transaction; says whether it succeeded (and
     /// if not, with a copy of its error).
     fn run(self: Box<Self>, conn: &Connection, publish: &Publisher) -> (Result<()>, Completion);
@@ -56,18 +56,18 @@ trait Job: Send {
     fn abort(self: Box<Self>, err: Error);
 }
 
-struct TypedJob<T, F> {
+struct TypedWrite<T, F> {
     f: F,
     reply: oneshot::Sender<Result<T>>,
 }
 
-impl<T, F> Job for TypedJob<T, F>
+impl<T, F> QueuedWrite for TypedWrite<T, F>
 where
     T: Send + 'static,
     F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
 {
     fn run(self: Box<Self>, conn: &Connection, publish: &Publisher) -> (Result<()>, Completion) {
-        let TypedJob { f, reply } = *self;
+        let TypedWrite { f, reply } = *self;
         let mut tx = Tx::new(conn);
         match f(&mut tx) {
             Ok(value) => {
@@ -101,7 +101,7 @@ where
 }
 
 enum Msg {
-    Job(Box<dyn Job>),
+    Write(Box<dyn QueuedWrite>),
     /// Checkpoint the WAL between batches (not possible inside one).
     Checkpoint,
     Stop,
@@ -113,12 +113,16 @@ pub struct Writer {
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
+/// Runs at the end of every batch, in its transaction, before the commit
+/// (the search index takes in the batch's chunks there).
+pub type BeforeCommit = fn(&Connection) -> Result<()>;
+
 impl Writer {
-    pub fn start(conn: Connection, publish: Publisher) -> Result<Writer> {
+    pub fn start(conn: Connection, publish: Publisher, before_commit: BeforeCommit) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
             .name("ragd-writer".into())
-            .spawn(move || run(conn, rx, publish))
+            .spawn(move || run(conn, rx, publish, before_commit))
             .map_err(|e| Error::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             tx,
@@ -132,8 +136,8 @@ impl Writer {
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         let (reply, done) = oneshot::channel::<Result<T>>();
-        let job: Box<dyn Job> = Box::new(TypedJob { f, reply });
-        self.tx.send(Msg::Job(job)).await.map_err(|_| Error::Closed)?;
+        let write: Box<dyn QueuedWrite> = Box::new(TypedWrite { f, reply });
+        self.tx.send(Msg::Write(write)).await.map_err(|_| Error::Closed)?;
         // A dropped reply means the write panicked inside the writer.
         done.await
             .map_err(|_| Error::Other("the write failed unexpectedly".into()))?
@@ -153,14 +157,14 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher, before_commit: BeforeCommit) {
     conn.wal_hook(Some(note_wal_frames));
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Box<dyn QueuedWrite>> = Vec::with_capacity(MAX_BATCH);
     loop {
         let mut stop = false;
         let mut checkpoint = false;
         match rx.blocking_recv() {
-            Some(Msg::Job(job)) => batch.push(job),
+            Some(Msg::Write(write)) => batch.push(write),
             Some(Msg::Checkpoint) => checkpoint = true,
             Some(Msg::Stop) | None => stop = true,
         }
@@ -168,14 +172,14 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
         // it (a delete retried on a full disk counts on the space it frees).
         while !stop && !checkpoint && batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Write(write)) => batch.push(write),
                 Ok(Msg::Checkpoint) => checkpoint = true,
                 Ok(Msg::Stop) => stop = true,
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
-            commit_batch(&conn, &publish, batch.drain(..));
+            commit_batch(&conn, &publish, before_commit, batch.drain(..));
         }
         // An asked-for checkpoint also truncates the WAL; the automatic one
         // copies it back into the database, like SQLite's own would.
@@ -192,26 +196,31 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
     }
     // Writes still queued after Stop are refused (their senders see Closed).
     rx.close();
-    while let Ok(Msg::Job(job)) = rx.try_recv() {
-        job.abort(Error::Closed);
+    while let Ok(Msg::Write(write)) = rx.try_recv() {
+        write.abort(Error::Closed);
     }
     if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %err, "final WAL checkpoint failed");
     }
 }
 
-fn commit_batch(conn: &Connection, publish: &Publisher, mut jobs: impl Iterator<Item = Box<dyn Job>>) {
+fn commit_batch(
+    conn: &Connection,
+    publish: &Publisher,
+    before_commit: BeforeCommit,
+    mut writes: impl Iterator<Item = Box<dyn QueuedWrite>>,
+) {
     if let Err(err) = begin(conn) {
-        jobs.for_each(|job| job.abort(err.duplicate()));
+        writes.for_each(|write| write.abort(err.duplicate()));
         return;
     }
     let mut completions: Vec<Completion> = Vec::new();
-    while let Some(job) = jobs.next() {
-        if let Err(err) = conn.execute_batch("SAVEPOINT job") {
-            job.abort(Error::from(err));
+    while let Some(write) = writes.next() {
+        if let Err(err) = conn.execute_batch("SAVEPOINT write") {
+            write.abort(Error::from(err));
             continue;
         }
-        let failed = match catch_unwind(AssertUnwindSafe(|| job.run(conn, publish))) {
+        let failed = match catch_unwind(AssertUnwindSafe(|| write.run(conn, publish))) {
             Ok((Ok(()), completion)) => {
                 completions.push(completion);
                 None
@@ -221,7 +230,7 @@ fn commit_batch(conn: &Connection, publish: &Publisher, mut jobs: impl Iterator<
                 Some(err)
             }
             Err(_) => {
-                // The reply went down with the job: its caller sees a failure.
+                // The reply went down with the write: its caller sees a failure.
                 tracing::error!("a write panicked; its changes were rolled back");
                 Some(Error::Other("a write panicked".into()))
             }
@@ -231,10 +240,10 @@ fn commit_batch(conn: &Connection, publish: &Publisher, mut jobs: impl Iterator<
             // statement (it may on a full disk or an I/O error).
             Err(failed.unwrap_or_else(|| Error::Other("the write transaction ended unexpectedly".into())))
         } else if failed.is_some() {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            conn.execute_batch("ROLLBACK TO write; RELEASE write")
                 .map_err(Error::from)
         } else {
-            conn.execute_batch("RELEASE job").map_err(Error::from)
+            conn.execute_batch("RELEASE write").map_err(Error::from)
         };
         if let Err(err) = settled {
             // The batch's transaction is lost or unusable: the writes run in
@@ -246,15 +255,12 @@ fn commit_batch(conn: &Connection, publish: &Publisher, mut jobs: impl Iterator<
             }
             completions.drain(..).for_each(|c| c(Err(err.duplicate())));
             if let Err(err) = begin(conn) {
-                jobs.for_each(|job| job.abort(err.duplicate()));
+                writes.for_each(|write| write.abort(err.duplicate()));
                 return;
             }
         }
     }
-    // New chunks enter the search index once per batch (one FTS5 segment),
-    // in the same transaction.
-    let committed =
-        super::chunks::index_pending(conn).and_then(|_| conn.execute_batch("COMMIT").map_err(Error::from));
+    let committed = before_commit(conn).and_then(|()| conn.execute_batch("COMMIT").map_err(Error::from));
     match committed {
         Ok(()) => completions.into_iter().for_each(|c| c(Ok(()))),
         Err(err) => {
@@ -280,7 +286,7 @@ mod tests {
     use super::*;
 
     /// A write that inserts `bytes` zero bytes as row `name` of `t`.
-    fn insert(name: &'static str, bytes: i64) -> (Box<dyn Job>, oneshot::Receiver<Result<()>>) {
+    fn insert(name: &'static str, bytes: i64) -> (Box<dyn QueuedWrite>, oneshot::Receiver<Result<()>>) {
         let (reply, done) = oneshot::channel();
         let f = move |tx: &mut Tx<'_>| -> Result<()> {
             tx.execute(
@@ -289,7 +295,7 @@ mod tests {
             )?;
             Ok(())
         };
-        (Box::new(TypedJob { f, reply }), done)
+        (Box::new(TypedWrite { f, reply }), done)
     }
 
     #[test]
@@ -304,7 +310,7 @@ mod tests {
         conn.pragma_update(None, "max_page_count", pages + 64)
             .expect("limit");
         let publish: Publisher = Arc::new(|_| {});
-        let (jobs, replies): (Vec<_>, Vec<_>) = [
+        let (writes, replies): (Vec<_>, Vec<_>) = [
             insert("a", 1_000),
             insert("big", 4 << 20),
             insert("c", 1_000),
@@ -313,7 +319,7 @@ mod tests {
         .into_iter()
         .unzip();
 
-        commit_batch(&conn, &publish, jobs.into_iter());
+        commit_batch(&conn, &publish, |_| Ok(()), writes.into_iter());
 
         let answers: Vec<(&str, bool)> = ["a", "big", "c", "d"]
             .into_iter()

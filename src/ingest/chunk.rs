@@ -12,7 +12,7 @@
 
 use text_splitter::{Characters, ChunkConfig, TextSplitter};
 
-use crate::db::jobs::ChunkText;
+use crate::types::ChunkText;
 
 /// The longest first line that counts as a title, in characters.
 const TITLE_MAX_CHARS: usize = 200;

@@ -1,11 +1,13 @@
-//! The built-in offline answerer: retrieves the best passages of the
-//! user's documents (BM25) and composes the answer from their most relevant
-//! sentences, each with its numbered citation. Deterministic; no model.
+//! The built-in offline answerer: composes the answer from the most
+//! relevant sentences of the best passages, each with its numbered
+//! citation. Deterministic; no model.
 
-use super::{Answer, AnswerError, AnswerFuture, AnswerRequest, Answerer, Source};
-use crate::db::{self, Db, chunks::Hit};
+use super::{Answer, AnswerFuture, AnswerRequest, Answerer};
+use crate::db;
+use crate::types::Passage;
 
-/// Passages retrieved per question; each becomes at most one citation.
+/// Passages quoted per question (the best of those retrieved); each
+/// becomes at most one citation.
 const PASSAGES: usize = 4;
 /// Sentences quoted per passage.
 const SENTENCES: usize = 2;
@@ -14,28 +16,13 @@ const SENTENCES: usize = 2;
 pub const NO_MATCH: &str = "I could not find anything about this in your documents. \
 Upload documents that cover it, or rephrase the question.";
 
-#[derive(Clone)]
-pub struct Extractive {
-    db: Db,
-}
-
-impl Extractive {
-    pub fn new(db: Db) -> Self {
-        Extractive { db }
-    }
-}
+#[derive(Clone, Default)]
+pub struct Extractive;
 
 impl Answerer for Extractive {
-    fn answer(&self, request: AnswerRequest) -> AnswerFuture {
-        let db = self.db.clone();
-        Box::pin(async move {
-            let (user_id, question) = (request.user_id.clone(), request.question.clone());
-            let hits = db
-                .read(move |conn| db::chunks::search(conn, &user_id, &question, PASSAGES))
-                .await
-                .map_err(|e| AnswerError(format!("cannot search your documents right now ({e}); retry")))?;
-            Ok(compose(&request.question, hits))
-        })
+    fn answer(&self, mut request: AnswerRequest) -> AnswerFuture {
+        request.passages.truncate(PASSAGES);
+        Box::pin(async move { Ok(compose(&request.question, request.passages)) })
     }
 
     /// Quotes answer the question alone.
@@ -46,7 +33,7 @@ impl Answerer for Extractive {
 
 /// Builds the answer: for each passage, its sentences that share the most
 /// words with the question, followed by `[n]`.
-pub fn compose(question: &str, hits: Vec<Hit>) -> Answer {
+pub fn compose(question: &str, hits: Vec<Passage>) -> Answer {
     if hits.is_empty() {
         return Answer {
             content: NO_MATCH.to_owned(),
@@ -60,13 +47,7 @@ pub fn compose(question: &str, hits: Vec<Hit>) -> Answer {
         let n = sources.len() + 1;
         let quote = best_sentences(&hit.text, &terms);
         lines.push(format!("- {quote} [{n}]"));
-        sources.push(Source {
-            document_id: hit.document_id,
-            filename: hit.filename,
-            chunk_id: hit.chunk_id,
-            snippet: hit.snippet,
-            score: hit.score,
-        });
+        sources.push(hit.source());
     }
     let content = format!("From your documents:\n\n{}", lines.join("\n"));
     Answer { content, sources }
@@ -154,8 +135,8 @@ fn shorten(text: &str, max_chars: usize) -> String {
 mod tests {
     use super::*;
 
-    fn hit(text: &str) -> Hit {
-        Hit {
+    fn hit(text: &str) -> Passage {
+        Passage {
             document_id: "d".into(),
             filename: "f.txt".into(),
             chunk_id: "1".into(),

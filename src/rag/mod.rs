@@ -1,5 +1,7 @@
-//! Retrieval-augmented answers: the `Answerer` trait every answer provider
-//! implements, and the built-in offline `extractive` provider.
+//! Answer providers: the `Answerer` trait, the built-in offline
+//! `extractive` provider and the `openai` one. A provider is handed the
+//! question, the passages of the chat's one retrieval step
+//! (`chat::retrieval`) and the earlier turns; it searches nothing itself.
 
 mod extractive;
 mod openai;
@@ -8,20 +10,11 @@ mod sse;
 use std::future::Future;
 use std::pin::Pin;
 
-use serde::{Deserialize, Serialize};
-
 pub use extractive::Extractive;
 pub use openai::OpenAi;
 
-/// A passage an answer cites: `[n]` in the content refers to `sources[n-1]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Source {
-    pub document_id: String,
-    pub filename: String,
-    pub chunk_id: String,
-    pub snippet: String,
-    pub score: f64,
-}
+pub use crate::types::Source;
+use crate::types::{Passage, Turn};
 
 /// Where a streaming provider sends its text as it is produced. The pieces
 /// must concatenate exactly to the final answer's content.
@@ -43,25 +36,16 @@ impl TokenSink {
     }
 }
 
-/// An earlier message of the conversation, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Turn {
-    /// `user` or `assistant`.
-    pub role: String,
-    pub content: String,
-}
-
 /// What an answer provider is asked.
 #[derive(Debug, Clone)]
 pub struct AnswerRequest {
-    pub user_id: String,
-    pub conversation_id: String,
-    /// The assistant message being generated.
-    pub message_id: String,
     /// The user's question (the content of the user message it answers).
     pub question: String,
-    /// Recent finished turns before the question, oldest first.
+    /// Recent finished turns before the question, oldest first (empty for
+    /// providers that do not use them).
     pub history: Vec<Turn>,
+    /// The question's passages, best first.
+    pub passages: Vec<Passage>,
     /// Streaming providers push their text here as it comes.
     pub stream: TokenSink,
 }

@@ -10,12 +10,9 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::sse::SseReader;
-use super::{Answer, AnswerError, AnswerFuture, AnswerRequest, Answerer, Source};
+use super::{Answer, AnswerError, AnswerFuture, AnswerRequest, Answerer};
 use crate::config::{Config, Secret};
-use crate::db::{self, Db, chunks::Hit};
-
-/// Passages retrieved per question (then cut to the character budget).
-const PASSAGES: usize = 8;
+use crate::types::Passage;
 
 #[derive(Clone)]
 pub struct OpenAi {
@@ -27,7 +24,6 @@ pub struct OpenAi {
     max_tokens: Option<u32>,
     temperature: Option<f64>,
     context_chars: usize,
-    db: Db,
 }
 
 impl std::fmt::Debug for OpenAi {
@@ -42,7 +38,7 @@ impl std::fmt::Debug for OpenAi {
 impl OpenAi {
     /// Builds the provider from the configuration; `Err` says which flag is
     /// missing.
-    pub fn from_config(config: &Config, db: Db) -> Result<OpenAi, String> {
+    pub fn from_config(config: &Config) -> Result<OpenAi, String> {
         let base_url = config
             .llm_base_url
             .clone()
@@ -64,7 +60,6 @@ impl OpenAi {
             max_tokens: config.llm_max_tokens,
             temperature: config.llm_temperature,
             context_chars: config.llm_context_chars,
-            db,
         })
     }
 
@@ -99,14 +94,8 @@ impl OpenAi {
         }
     }
 
-    async fn run(self, request: AnswerRequest) -> Result<Answer, AnswerError> {
-        let (user_id, question) = (request.user_id.clone(), request.question.clone());
-        let hits = self
-            .db
-            .read(move |conn| db::chunks::search(conn, &user_id, &question, PASSAGES))
-            .await
-            .map_err(|e| AnswerError(format!("cannot search your documents right now ({e}); retry")))?;
-        let passages = within_budget(hits, self.context_chars);
+    async fn run(self, mut request: AnswerRequest) -> Result<Answer, AnswerError> {
+        let passages = within_budget(std::mem::take(&mut request.passages), self.context_chars);
         let body = self.body(&request, &passages);
         let url = format!("{}/chat/completions", self.base_url);
         let send = self.authorized(self.client.post(&url)).json(&body).send();
@@ -123,14 +112,14 @@ impl OpenAi {
             return Err(http_error(response).await);
         }
         let content = self.stream(response, &request).await?;
-        let sources = passages.into_iter().map(source).collect();
+        let sources = passages.iter().map(Passage::source).collect();
         Ok(Answer { content, sources })
     }
 
-    fn body(&self, request: &AnswerRequest, passages: &[Hit]) -> Value {
+    fn body(&self, request: &AnswerRequest, passages: &[Passage]) -> Value {
         let mut messages = vec![json!({"role": "system", "content": system_prompt(passages)})];
         for turn in &request.history {
-            messages.push(json!({"role": turn.role, "content": turn.content}));
+            messages.push(json!({"role": turn.role.as_str(), "content": turn.content}));
         }
         messages.push(json!({"role": "user", "content": request.question}));
         let mut body = json!({
@@ -305,7 +294,7 @@ fn preview(text: &str) -> String {
 }
 
 /// Keeps the best passages whose text fits the budget.
-fn within_budget(hits: Vec<Hit>, budget: usize) -> Vec<Hit> {
+fn within_budget(hits: Vec<Passage>, budget: usize) -> Vec<Passage> {
     let mut used = 0;
     hits.into_iter()
         .take_while(|hit| {
@@ -315,17 +304,7 @@ fn within_budget(hits: Vec<Hit>, budget: usize) -> Vec<Hit> {
         .collect()
 }
 
-fn source(hit: Hit) -> Source {
-    Source {
-        document_id: hit.document_id,
-        filename: hit.filename,
-        chunk_id: hit.chunk_id,
-        snippet: hit.snippet,
-        score: hit.score,
-    }
-}
-
-fn system_prompt(passages: &[Hit]) -> String {
+fn system_prompt(passages: &[Passage]) -> String {
     let mut prompt = String::from(
         "You are ragd, an assistant that answers questions from the user's own documents.\n\
          Answer using only the numbered passages below. After each statement, cite the passage it \
@@ -353,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_passage_is_headed_by_its_file_and_title() {
-        let hit = |context: &str| Hit {
+        let hit = |context: &str| Passage {
             document_id: "d".into(),
             filename: "soils.md".into(),
             chunk_id: "1".into(),

@@ -1,6 +1,7 @@
 //! Realtime: the per-user hub, WebSocket tickets and the `/ws` endpoint
 //! (hello, replay with `since`, live events, heartbeats, limits).
 
+pub mod frames;
 pub mod hub;
 pub mod socket;
 pub mod tickets;

@@ -9,9 +9,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::child_main::ChildLimits;
+use super::policy::Failure;
 use super::protocol::{ParseRequest, ParseResponse};
-use crate::db::jobs::{ChunkText, Failure};
 use crate::ingest::ParseError;
+use crate::types::ChunkText;
 
 pub struct ParserChild {
     child: Child,

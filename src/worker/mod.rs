@@ -1,38 +1,40 @@
 //! The document worker: `--workers` tasks claim queued parse jobs with a
-//! lease and a fencing token, run the parser in a child process, renew the
-//! lease while it works, and commit the outcome (chunks, statuses, attempt,
-//! events) in one transaction. Failures retry with backoff, crash twice and
-//! the job fails as `crash_loop`, a full disk waits without using attempts.
+//! lease and a fencing token, run the parser in a child process (`child`),
+//! renew the lease while it works, and commit the outcome (chunks,
+//! statuses, attempt, events) in one transaction (`transitions`). How a
+//! failure ends is `policy`'s: retry with backoff, crash twice and the job
+//! fails as `crash_loop`, a full disk waits without using attempts.
 
+mod child;
 pub mod child_main;
+pub mod policy;
 mod protocol;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
-
-mod child;
+pub mod transitions;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
-use crate::db::{self, jobs::Claimed, jobs::Failure};
+use crate::db::{self, jobs::Claimed};
+use crate::types::ChunkText;
 use child::ParserChild;
 use child_main::ChildLimits;
+use policy::{Failure, Timing};
 use protocol::ParseRequest;
+use transitions::Task;
 
 /// How long a job waits after a full disk before it is tried again.
 const DISK_FULL_WAIT: Duration = Duration::from_secs(30);
 /// Longest sleep of an idle worker without a wake-up (a safety net: new
 /// jobs wake a worker at once).
 const IDLE_CHECK: Duration = Duration::from_secs(5);
-/// Backoff never waits longer than this.
-const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// Shared between the API (which queues jobs and deletes documents) and
 /// the workers.
@@ -79,7 +81,7 @@ pub struct Worker {
     child: Option<ParserChild>,
     exe: PathBuf,
     /// The next job, claimed in the transaction that finished the last one.
-    next: Option<Claimed>,
+    next: Option<Task>,
 }
 
 impl Worker {
@@ -137,23 +139,24 @@ impl Worker {
     pub async fn run_once(&mut self) -> Result<Step, db::Error> {
         let now = db::now_ms();
         let lease = millis(self.state.config.job_lease);
-        let claimed = match self.next.take() {
-            Some(claimed) => Some(claimed),
+        let task = match self.next.take() {
+            Some(task) => Some(task),
             None => {
                 self.state
                     .db
-                    .write(move |tx| db::jobs::claim(tx, now, lease))
+                    .write(move |tx| transitions::claim(tx, now, lease))
                     .await?
             }
         };
-        let Some(claimed) = claimed else {
+        let Some(task) = task else {
             let due = self.state.db.read(db::jobs::next_due).await?;
             return Ok(Step::Idle(due));
         };
         let cancel = CancellationToken::new();
-        self.running().insert(claimed.document_id.clone(), cancel.clone());
-        let result = self.attempt(&claimed, &cancel).await;
-        self.running().remove(&claimed.document_id);
+        let document_id = task.claimed.document_id.clone();
+        self.running().insert(document_id.clone(), cancel.clone());
+        let result = self.attempt(&task, &cancel).await;
+        self.running().remove(&document_id);
         result.map(|()| Step::Ran)
     }
 
@@ -165,11 +168,12 @@ impl Worker {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn attempt(&mut self, claimed: &Claimed, cancel: &CancellationToken) -> Result<(), db::Error> {
+    async fn attempt(&mut self, task: &Task, cancel: &CancellationToken) -> Result<(), db::Error> {
         let config = &self.state.config;
+        let claimed = &task.claimed;
         let request = ParseRequest {
-            path: config.data_dir.join("files").join(&claimed.document_id),
-            kind: claimed.kind.clone(),
+            path: self.state.files.path(&claimed.document_id),
+            kind: task.kind.clone(),
             attempt: claimed.attempt,
             max_text_bytes: usize::try_from(config.max_upload_mb.saturating_mul(20 << 20))
                 .unwrap_or(usize::MAX),
@@ -207,7 +211,7 @@ impl Worker {
     }
 
     /// Runs the parser child (starting one when needed).
-    async fn parse(&mut self, request: &ParseRequest) -> Result<Vec<db::jobs::ChunkText>, Failure> {
+    async fn parse(&mut self, request: &ParseRequest) -> Result<Vec<ChunkText>, Failure> {
         let limits = ChildLimits {
             memory_bytes: self.state.config.parse_memory_mb.saturating_mul(1 << 20),
             cpu_seconds: self.state.config.job_timeout.as_secs().saturating_mul(2).max(60),
@@ -247,7 +251,7 @@ impl Worker {
     /// transaction (one commit to wait for, not two): its events still say
     /// `ingesting`, then `ready`. The same transaction claims this worker's
     /// next job, so that a queue of small documents costs one commit each.
-    async fn commit(&mut self, claimed: &Claimed, chunks: Vec<db::jobs::ChunkText>) -> Result<(), Failure> {
+    async fn commit(&mut self, claimed: &Claimed, chunks: Vec<ChunkText>) -> Result<(), Failure> {
         let now = db::now_ms();
         let lease = millis(self.state.config.job_lease);
         let stopping = self.state.stopping.clone();
@@ -256,13 +260,13 @@ impl Worker {
             .state
             .db
             .write(move |tx| {
-                if db::jobs::start_ingesting(tx, &c, now)? {
-                    db::jobs::succeed(tx, &c, &chunks, now)?;
+                if transitions::start_ingesting(tx, &c, now)? {
+                    transitions::succeed(tx, &c, &chunks, now)?;
                 }
                 if stopping.is_cancelled() {
                     return Ok(None);
                 }
-                db::jobs::claim(tx, now, lease)
+                transitions::claim(tx, now, lease)
             })
             .await;
         self.next = written.map_err(storage_failure)?;
@@ -272,11 +276,14 @@ impl Worker {
     async fn record_failure(&self, claimed: &Claimed, failure: Failure) -> Result<(), db::Error> {
         let base = self.state.config.job_retry_base;
         let c = claimed.clone();
-        let now = db::now_ms();
-        let wait = millis(DISK_FULL_WAIT);
+        let timing = Timing {
+            now: db::now_ms(),
+            backoff: move |n| policy::backoff(base, n),
+            disk_full_wait: millis(DISK_FULL_WAIT),
+        };
         self.state
             .db
-            .write(move |tx| db::jobs::fail(tx, &c, &failure, |n| backoff(base, n), wait, now))
+            .write(move |tx| transitions::fail(tx, &c, &failure, &timing))
             .await?;
         Ok(())
     }
@@ -310,15 +317,6 @@ async fn keep_lease(state: &AppState, claimed: &Claimed) {
     }
 }
 
-/// Delay before retry `n` (1-based): `base * 2^(n-1)`, capped at 10 min,
-/// with equal jitter (between half and all of it), in ms.
-pub fn backoff(base: Duration, n: i64) -> i64 {
-    let exp = u32::try_from(n.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-    let full = base.saturating_mul(2u32.saturating_pow(exp)).min(MAX_BACKOFF);
-    let full_ms = millis(full).max(1);
-    full_ms / 2 + rand::rng().random_range(0..=full_ms / 2)
-}
-
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -328,20 +326,4 @@ pub fn spawn(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     (0..state.config.workers)
         .map(|_| tokio::spawn(Worker::new(state.clone()).run()))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_caps() {
-        let base = Duration::from_secs(10);
-        for n in 1..=4 {
-            let full = 10_000 * 2i64.pow(u32::try_from(n - 1).unwrap());
-            let d = backoff(base, n);
-            assert!(d >= full / 2 && d <= full, "retry {n}: {d}");
-        }
-        assert!(backoff(base, 40) <= 600_000);
-    }
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::jobs::ChunkText;
 use crate::ingest::ParseError;
+use crate::types::ChunkText;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ParseRequest {

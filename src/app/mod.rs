@@ -1,8 +1,10 @@
-//! Start-up and shutdown in the order of API.md ("Health and operations"):
-//! lock the data dir, migrate, run the start-up sweeps, then listen; on a
-//! signal stop accepting, close sockets with 1012, let in-flight requests
-//! and generations finish for up to `--shutdown-timeout`, mark unfinished
-//! replies interrupted, close the database and exit.
+//! The application: its shared state, and start-up in the order of
+//! docs/API.md ("Health and operations"): lock the data dir, migrate, run
+//! the start-up sweeps (`sweep`), then listen and serve until a signal
+//! (`serve`, which also shuts down in order).
+
+mod serve;
+mod sweep;
 
 use std::ops::Deref;
 use std::os::unix::fs::DirBuilderExt;
@@ -18,6 +20,7 @@ use crate::chat::Generations;
 use crate::config::Config;
 use crate::config::LlmProvider;
 use crate::db::{self, Db};
+use crate::files::Files;
 use crate::lock::DataDirLock;
 use crate::rag::{Answerer, Extractive, OpenAi};
 use crate::realtime::{Hub, Tickets};
@@ -39,8 +42,8 @@ pub struct Shared {
     pub answerer: Arc<dyn Answerer>,
     pub hooks: Hooks,
     pub worker: crate::worker::Control,
-    /// Where uploaded originals live: `<data-dir>/files/<document id>`.
-    pub files_dir: PathBuf,
+    /// Uploaded originals: `<data-dir>/files/<document id>`.
+    pub files: Files,
     /// Space kept free for deletions on a full disk.
     pub reserve: DiskReserve,
     /// Cancelled when shutdown begins: sockets close with 1012.
@@ -138,8 +141,8 @@ impl App {
         .map_err(|e| StartupError::Runtime(format!("start-up task failed: {e}")))??;
         let jwt = JwtKeys::new(&secret).map_err(StartupError::Config)?;
 
-        let files_dir = config.data_dir.join("files");
-        startup_sweep(&db, &files_dir).await?;
+        let files = Files::new(&config.data_dir);
+        sweep::at_start_up(&db, &files).await?;
         let reserve = DiskReserve::new(&config.data_dir, config.disk_reserve_mb.saturating_mul(1 << 20));
         if !reserve.ensure().await {
             tracing::warn!(
@@ -150,9 +153,9 @@ impl App {
 
         let answerer: Arc<dyn Answerer> = match (&hooks.answerer, config.llm_provider) {
             (Some(answerer), _) => answerer.clone(),
-            (None, LlmProvider::Extractive) => Arc::new(Extractive::new(db.clone())),
+            (None, LlmProvider::Extractive) => Arc::new(Extractive),
             (None, LlmProvider::Openai) => {
-                let provider = OpenAi::from_config(&config, db.clone()).map_err(StartupError::Config)?;
+                let provider = OpenAi::from_config(&config).map_err(StartupError::Config)?;
                 // Only a warning when it is down: the model server may come up later.
                 let check = provider.clone();
                 tokio::spawn(async move { check.check().await });
@@ -169,7 +172,7 @@ impl App {
             answerer,
             hooks,
             worker: crate::worker::Control::default(),
-            files_dir,
+            files,
             reserve,
             stopping: CancellationToken::new(),
             db,
@@ -180,82 +183,6 @@ impl App {
 
     pub fn state(&self) -> &AppState {
         &self.state
-    }
-
-    /// Serves on `listener` until `shutdown` is cancelled, then shuts down
-    /// in the order of API.md. The data dir lock is released when this
-    /// returns.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-        let state = self.state.clone();
-        let router = crate::api::router(state.clone());
-        let stopping = state.stopping.clone();
-        let sweeper = tokio::spawn(sweep_periodically(state.clone()));
-        let workers = crate::worker::spawn(&state);
-        let config = &state.config;
-        let limits = crate::server::Limits {
-            header_timeout: config.header_timeout,
-            idle_timeout: config.idle_timeout,
-            write_timeout: config.write_timeout,
-            body_timeout: config.body_timeout,
-            min_body_rate: config.min_body_rate,
-            max_connections: config.max_connections,
-            max_connections_per_ip: config.max_connections_per_ip,
-        };
-        let abort = CancellationToken::new();
-        let stop = crate::server::Stop {
-            stopping: stopping.clone(),
-            abort: abort.clone(),
-        };
-        let server = crate::server::serve(listener, router, limits, config.trusted_proxies.clone(), stop);
-        let timeout = state.config.shutdown_timeout;
-
-        tokio::pin!(server);
-        let result: std::io::Result<()> = tokio::select! {
-            () = &mut server => Ok(()),
-            () = shutdown.cancelled() => {
-                stopping.cancel();
-                let deadline = tokio::time::Instant::now() + timeout;
-                if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
-                    tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway");
-                    // Their connections go now, not after the database closes.
-                    abort.cancel();
-                    (&mut server).await;
-                }
-                state.generations.tracker.close();
-                if tokio::time::timeout_at(deadline, state.generations.tracker.wait()).await.is_err() {
-                    tracing::warn!("generations did not finish in time; their replies are marked interrupted");
-                    state.generations.cancel_all();
-                }
-                Ok(())
-            }
-        };
-        stopping.cancel();
-        sweeper.abort();
-        // Workers stop at once (their parser children are killed); the jobs
-        // they held go back to the queue without using up a retry.
-        for worker in workers {
-            // They stop at their next await; a bounded wait all the same.
-            if tokio::time::timeout(std::time::Duration::from_secs(10), worker)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a worker did not stop in time");
-            }
-        }
-        let now = db::now_ms();
-        let finished = state
-            .db
-            .write(move |tx| {
-                db::messages::interrupt_unfinished(tx, now)?;
-                db::jobs::rescue(tx, db::jobs::Rescue::Shutdown, now)
-            })
-            .await;
-        if let Err(err) = finished {
-            tracing::error!(error = %err, "cannot mark unfinished work interrupted");
-        }
-        state.db.close().await;
-        tracing::info!("stopped");
-        result
     }
 }
 
@@ -278,124 +205,6 @@ fn open_data_dir(
         .map_err(|e| StartupError::Runtime(format!("cannot open the database {}: {e}", db_path.display())))?;
     Ok((lock, secret, db))
 }
-
-/// Start-up sweep (safe because this process owns the data dir): replies
-/// and jobs left running by a dead process are interrupted and requeued,
-/// and files no document owns (interrupted uploads) are removed.
-async fn startup_sweep(db: &Db, files_dir: &std::path::Path) -> Result<(), StartupError> {
-    let failed = |e: db::Error| StartupError::Runtime(format!("start-up sweep failed: {e}"));
-    let now = db::now_ms();
-    let (replies, jobs) = db
-        .write(move |tx| {
-            // Nobody can listen yet: clients find these events in the log.
-            tx.store_only();
-            let replies = db::messages::interrupt_unfinished(tx, now)?;
-            let jobs = db::jobs::rescue(tx, db::jobs::Rescue::All, now)?;
-            Ok((replies, jobs))
-        })
-        .await
-        .map_err(failed)?;
-    if replies > 0 || jobs > 0 {
-        tracing::warn!(
-            replies,
-            jobs,
-            "work left unfinished by a previous process was interrupted and requeued"
-        );
-    }
-    let dir = files_dir.to_path_buf();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| StartupError::Runtime(format!("cannot create {}: {e}", dir.display())))?;
-    let known = db.read(db::documents::all_ids).await.map_err(failed)?;
-    let removed = tokio::task::spawn_blocking(move || remove_orphans(&dir, &known))
-        .await
-        .map_err(|e| StartupError::Runtime(format!("start-up sweep failed: {e}")))?;
-    if removed > 0 {
-        tracing::info!(removed, "removed files that no document owns");
-    }
-    Ok(())
-}
-
-fn remove_orphans(dir: &std::path::Path, known: &std::collections::HashSet<String>) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !known.contains(&name) && std::fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
-}
-
-/// The periodic sweep: requeues jobs whose lease expired, prunes old events
-/// (keeping each user's newest `--event-retention-min`) and expired
-/// idempotency keys, and checkpoints the WAL when it has grown.
-async fn sweep_periodically(state: AppState) {
-    let mut ticker = tokio::time::interval(state.config.sweep_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let retention_ms = i64::try_from(state.config.event_retention.as_millis()).unwrap_or(i64::MAX);
-        let keep = i64::from(state.config.event_retention_min);
-        let now = db::now_ms();
-        let swept = state
-            .db
-            .write(move |tx| {
-                let jobs = db::jobs::rescue(tx, db::jobs::Rescue::Expired, now)?;
-                let events = db::events::prune(tx, now.saturating_sub(retention_ms), now, keep)?;
-                let keys = db::idempotency::prune(tx, now)?;
-                Ok((jobs, events, keys))
-            })
-            .await;
-        match swept {
-            Ok((jobs, events, keys)) => {
-                if jobs > 0 {
-                    tracing::warn!(jobs, "requeued jobs whose worker stopped renewing the lease");
-                    state.worker.job_queued();
-                }
-                if events + keys > 0 {
-                    tracing::debug!(events, keys, "pruned");
-                }
-            }
-            Err(err) => tracing::warn!(error = %err, "periodic sweep failed"),
-        }
-        merge_index(&state).await;
-        state.reserve.ensure().await;
-        let wal = state.config.data_dir.join("ragd.db-wal");
-        state.db.checkpoint_if_larger(&wal, WAL_CHECKPOINT_BYTES).await;
-    }
-}
-
-/// Merges search index segments in small steps until none are left to
-/// merge, each step its own write so that other writes go between them.
-async fn merge_index(state: &AppState) {
-    while !state.stopping.is_cancelled() {
-        let step = state
-            .db
-            .write(|tx| db::chunks::merge_index_step(tx, MERGE_STEP_PAGES))
-            .await;
-        match step {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(err) => {
-                tracing::warn!(error = %err, "search index merge failed");
-                break;
-            }
-        }
-    }
-}
-
-/// Leaf pages per index merge step: about 10 ms of writer time, which is
-/// the most a merge delays a write queued behind it.
-const MERGE_STEP_PAGES: u32 = 32;
-
-/// The WAL is checkpointed by the sweep once it is larger than this.
-const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Runs the server with `config` until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), StartupError> {

@@ -1,0 +1,221 @@
+//! What each step of a parse job writes, in one transaction, cause first:
+//! a job's `job.status_updated` before the `document.status_updated` it
+//! causes (docs/API.md "Event order"). Claim, start ingesting, succeed,
+//! fail (as `policy` decides), and the rescue of running jobs.
+
+use crate::db::jobs::{self, Claimed, End, OUT_OF_RETRIES, Rescue};
+use crate::db::{self, Tx, chunks, documents};
+use crate::types::{ChunkText, DocumentStatus};
+
+use super::policy::{self, Failure, Timing};
+
+/// A claimed job and what its parser needs to know.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub claimed: Claimed,
+    /// The parser kind of its document.
+    pub kind: String,
+}
+
+/// Claims the queued job that is due first: the job `running`, then its
+/// document `parsing`.
+pub fn claim(tx: &mut Tx<'_>, now: i64, lease_ms: i64) -> db::Result<Option<Task>> {
+    let Some(claimed) = jobs::claim(tx, now, lease_ms)? else {
+        return Ok(None);
+    };
+    let (user, doc) = (&claimed.user_id, &claimed.document_id);
+    let kind = documents::kind(tx, user, doc)?;
+    documents::set_status(tx, user, doc, DocumentStatus::Parsing, None, now)?;
+    Ok(Some(Task { claimed, kind }))
+}
+
+/// Marks the document `ingesting`; `false` when the attempt lost the job.
+pub fn start_ingesting(tx: &mut Tx<'_>, c: &Claimed, now: i64) -> db::Result<bool> {
+    if !jobs::holds(tx, c)? {
+        return Ok(false);
+    }
+    documents::set_status(
+        tx,
+        &c.user_id,
+        &c.document_id,
+        DocumentStatus::Ingesting,
+        None,
+        now,
+    )?;
+    Ok(true)
+}
+
+/// Swaps in the new chunk set; the job `succeeded`, then the document
+/// `ready`. `false` (and nothing changes) when the attempt lost the job.
+pub fn succeed(tx: &mut Tx<'_>, c: &Claimed, chunks: &[ChunkText], now: i64) -> db::Result<bool> {
+    if !jobs::holds(tx, c)? {
+        return Ok(false);
+    }
+    chunks::replace(tx, &c.document_id, &c.user_id, chunks)?;
+    documents::set_chunk_count(tx, &c.document_id, chunks.len())?;
+    jobs::end_attempt(tx, c, &End::Succeeded, now)?;
+    documents::set_status(tx, &c.user_id, &c.document_id, DocumentStatus::Ready, None, now)?;
+    Ok(true)
+}
+
+/// Ends a failed attempt as `policy` decides: the job first (queued again,
+/// waiting, or failed), then its document. `false` when the attempt lost
+/// the job.
+pub fn fail<B: Fn(i64) -> i64>(
+    tx: &mut Tx<'_>,
+    c: &Claimed,
+    failure: &Failure,
+    timing: &Timing<B>,
+) -> db::Result<bool> {
+    let Some(counts) = jobs::counts(tx, c)? else {
+        return Ok(false);
+    };
+    let end = policy::decide(failure, counts, timing);
+    jobs::end_attempt(tx, c, &end, timing.now)?;
+    let (status, error) = match &end {
+        End::Fail { error, .. } => (DocumentStatus::Failed, Some(error.as_str())),
+        End::Retry { .. } | End::Wait { .. } => (DocumentStatus::Queued, None),
+        End::Succeeded => (DocumentStatus::Ready, None),
+    };
+    documents::set_status(tx, &c.user_id, &c.document_id, status, error, timing.now)?;
+    Ok(true)
+}
+
+/// Takes back the running jobs `which` names: per job its `queued` (or
+/// `failed`, out of retries), then its document's, in job order. Returns
+/// how many.
+pub fn rescue(tx: &mut Tx<'_>, which: Rescue, now: i64) -> db::Result<usize> {
+    jobs::rescue(tx, which, now, |tx, slice| {
+        let moves: Vec<(&str, DocumentStatus, Option<&str>)> = slice
+            .iter()
+            .map(|r| match r.failed {
+                true => (
+                    r.job.document_id.as_str(),
+                    DocumentStatus::Failed,
+                    Some(OUT_OF_RETRIES),
+                ),
+                false => (r.job.document_id.as_str(), DocumentStatus::Queued, None),
+            })
+            .collect();
+        let docs = documents::set_statuses(tx, &moves, now)?;
+        let mut events = Vec::with_capacity(2 * slice.len());
+        for r in &slice {
+            let doc = docs.get(&r.job.document_id).ok_or(db::Error::NotFound)?;
+            events.push(jobs::status_event(&r.user_id, &r.job)?);
+            events.push(documents::status_event(&r.user_id, doc)?);
+        }
+        tx.emit_all(events, now)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::db::testing::{frames, frames_by_user, job_in, migrated, tx, user};
+    use crate::types::EventType;
+
+    /// Runs a rescue in a transaction; returns the count and the frames.
+    fn run_rescue(conn: &rusqlite::Connection, which: Rescue, now: i64) -> (usize, Vec<Value>) {
+        let mut tx = tx(conn);
+        conn.execute_batch("BEGIN").expect("begin");
+        let count = rescue(&mut tx, which, now).expect("rescue");
+        conn.execute_batch("COMMIT").expect("commit");
+        (count, frames(&tx))
+    }
+
+    /// What each rescued job must emit: itself, then its document (cause
+    /// first), as stored after the rescue.
+    fn expected(conn: &rusqlite::Connection, user: &str, jobs: &[&str]) -> Vec<(String, Value)> {
+        jobs.iter()
+            .flat_map(|id| {
+                let job = jobs::get(conn, id).expect("job");
+                let doc = documents::get(conn, user, &job.document_id).expect("document");
+                [
+                    (EventType::JobStatusUpdated.to_string(), json!(job)),
+                    (EventType::DocumentStatusUpdated.to_string(), json!(doc)),
+                ]
+            })
+            .collect()
+    }
+
+    fn kinds_and_data(frames: &[Value]) -> Vec<(String, Value)> {
+        frames
+            .iter()
+            .map(|f| {
+                (
+                    f["type"].as_str().unwrap_or_default().to_owned(),
+                    f["data"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rescue_emits_each_job_then_its_document_with_gap_free_ids() {
+        let (_dir, conn) = migrated();
+        let u = user(&conn);
+        let retry = job_in(&conn, &u, "running", 0, 10_000);
+        let out_of_retries = job_in(&conn, &u, "running", 3, 10_000);
+
+        let (count, frames) = run_rescue(&conn, Rescue::All, 5_000);
+
+        assert_eq!(count, 2);
+        assert_eq!(
+            kinds_and_data(&frames),
+            expected(&conn, &u, &[&retry, &out_of_retries])
+        );
+        let failed = jobs::get(&conn, &out_of_retries).expect("job");
+        let doc = documents::get(&conn, &u, &failed.document_id).expect("document");
+        assert_eq!(
+            (doc.status, doc.error.as_deref()),
+            (DocumentStatus::Failed, Some(OUT_OF_RETRIES))
+        );
+        let requeued = jobs::get(&conn, &retry).expect("job");
+        let doc = documents::get(&conn, &u, &requeued.document_id).expect("document");
+        assert_eq!((doc.status, doc.error), (DocumentStatus::Queued, None));
+        let ids: Vec<i64> = frames.iter().map(|f| f["id"].as_i64().unwrap_or(0)).collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
+        assert!(frames.iter().all(|f| f["ts"] == json!(db::format_ms(5_000))));
+    }
+
+    #[test]
+    fn two_users_rescued_together_each_keep_their_own_sequence() {
+        let (_dir, conn) = migrated();
+        let (a, b) = (user(&conn), user(&conn));
+        for owner in [&a, &b, &a] {
+            job_in(&conn, owner, "running", 0, 10_000);
+        }
+        let mut tx = tx(&conn);
+        conn.execute_batch("BEGIN").expect("begin");
+        rescue(&mut tx, Rescue::Shutdown, 5_000).expect("rescue");
+        conn.execute_batch("COMMIT").expect("commit");
+        let ids_of = |who: &str| -> Vec<i64> {
+            frames_by_user(&tx)
+                .into_iter()
+                .filter(|(user, _)| user == who)
+                .map(|(_, f)| f["id"].as_i64().unwrap_or(0))
+                .collect()
+        };
+        assert_eq!(ids_of(&a), [1, 2, 3, 4]);
+        assert_eq!(ids_of(&b), [1, 2]);
+    }
+
+    #[test]
+    fn a_store_only_write_stores_its_events_and_keeps_no_frames() {
+        let (_dir, conn) = migrated();
+        let u = user(&conn);
+        job_in(&conn, &u, "running", 0, 10_000);
+        let mut tx = tx(&conn);
+        tx.store_only();
+        assert_eq!(rescue(&mut tx, Rescue::All, 5_000).expect("rescue"), 1);
+        assert!(frames(&tx).is_empty(), "nothing to publish");
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM events WHERE user_id = ?1", [&u], |r| {
+                r.get(0)
+            })
+            .expect("count");
+        assert_eq!(stored, 2, "the events are in the log");
+    }
+}
