@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{JwtKeys, LoginLimiter, RegistrationLimiter, secret};
+use crate::auth::{JwtKeys, LoginLimiter, RegistrationLimiter, Tickets, secret};
 use crate::chat::Generations;
 use crate::config::Config;
 use crate::config::LlmProvider;
@@ -23,7 +23,7 @@ use crate::db::{self, Db};
 use crate::files::Files;
 use crate::lock::DataDirLock;
 use crate::rag::{Answerer, Extractive, OpenAi};
-use crate::realtime::{Hub, Tickets};
+use crate::realtime::Hub;
 use crate::reserve::DiskReserve;
 
 /// Shared state of every request: cheap to clone (one `Arc`).

@@ -4,7 +4,6 @@
 //! and account deletion revoke tokens that way).
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
@@ -42,22 +41,11 @@ impl FromRequestParts<AppState> for CurrentUser {
                 "missing Authorization: Bearer <token> header",
             ));
         }
-        let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized(
+        let token = super::credentials::bearer_token(&parts.headers).ok_or(ApiError::Unauthorized(
             "the Authorization header must be `Bearer <token>`",
         ))?;
         authenticate(state, token).await
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header, for REST and
-/// `/ws` alike. The scheme is case-insensitive (RFC 9110 11.1), so
-/// `bearer` and `BEARER` count too; `None` without the header, for another
-/// scheme, or without a token.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim_start();
-    let (scheme, token) = value.split_once([' ', '\t'])?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Verifies a raw token (also used by `/ws`, which accepts other carriers).
@@ -78,39 +66,5 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<CurrentUser, 
             expires_at: claims.exp,
         }),
         _ => Err(INVALID),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::http::HeaderValue;
-
-    use super::*;
-
-    fn with(value: &'static str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_static(value));
-        headers
-    }
-
-    #[test]
-    fn the_bearer_scheme_is_case_insensitive() {
-        for value in [
-            "Bearer abc",
-            "bearer abc",
-            "BEARER abc",
-            "bEaReR   abc ",
-            "Bearer\tabc",
-        ] {
-            assert_eq!(bearer_token(&with(value)), Some("abc"), "{value:?}");
-        }
-    }
-
-    #[test]
-    fn other_schemes_and_empty_tokens_are_not_bearer_tokens() {
-        for value in ["Basic abc", "Bearer", "Bearer  ", "Bearerabc", "abc"] {
-            assert_eq!(bearer_token(&with(value)), None, "{value:?}");
-        }
-        assert_eq!(bearer_token(&HeaderMap::new()), None);
     }
 }

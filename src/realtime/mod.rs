@@ -1,13 +1,13 @@
-//! Realtime: the per-user hub, WebSocket tickets and the `/ws` endpoint
-//! (hello, replay with `since`, live events, heartbeats, limits).
+//! Realtime: the per-user hub (tokio broadcast), the control frames, and
+//! one socket's session (hello, replay with `since`, live events,
+//! heartbeats, the slow-reader bounds). `api::ws` admits a socket; the
+//! session runs it.
 
 pub mod frames;
 pub mod hub;
-pub mod socket;
-pub mod tickets;
+pub mod session;
 
 pub use hub::Hub;
-pub use tickets::Tickets;
 
 /// Close codes of API.md.
 pub mod close {

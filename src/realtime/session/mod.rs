@@ -1,219 +1,68 @@
-//! `GET /ws`: authenticate before the upgrade (ticket, Bearer header,
-//! `bearer` subprotocol, `token` query), then run one task per socket that
-//! sends `hello`, replays stored events after `since`, and forwards live
-//! events with no gap and no duplicate, reading from the stored log
-//! whenever the in-memory channel cannot serve it.
+//! One socket's session, after the upgrade: `hello`, the replay a client
+//! asked for with `since`, then live events with no gap and no duplicate,
+//! reading from the stored log whenever the in-memory channel cannot serve
+//! it; heartbeats, token expiry, the slow-reader bounds and shutdown.
+//! Generic over the transport (a `Sink` and `Stream` of frames), so replay
+//! and lag handling are unit-tested without a network.
 
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::HeaderMap;
-use axum::response::Response;
-use futures_util::SinkExt;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio_util::sync::CancellationToken;
 
 use super::close;
+use super::frames::Control;
 use super::hub::{Push, Subscription};
-use crate::AppState;
-use crate::api::extract::AppQuery;
-use crate::auth::current_user::{authenticate, bearer_token};
-use crate::db;
-use crate::error::ApiError;
+use crate::auth::credentials::Peer;
+use crate::db::{self, Db};
 
 /// Inbound frames above this close the socket with 1009.
-const MAX_INBOUND: usize = 4 * 1024;
+pub const MAX_INBOUND: usize = 4 * 1024;
+/// Bytes of frames the socket collects before it writes them out even
+/// without a flush; also the most a burst keeps allocated afterwards.
+pub const WRITE_BUFFER: usize = 8 * 1024;
 /// Stored events read per query while replaying or catching up.
 const REPLAY_PAGE: usize = 500;
 /// Frames already queued for a socket are written together, up to this
 /// many, then flushed with one system call.
 const BURST: usize = 64;
-/// Bytes of frames the socket collects before it writes them out even
-/// without a flush; also the most a burst keeps allocated afterwards.
-const WRITE_BUFFER: usize = 8 * 1024;
 
-#[derive(Deserialize)]
-pub struct WsQuery {
-    ticket: Option<String>,
-    token: Option<String>,
-    since: Option<String>,
+/// What a session needs of the server.
+#[derive(Clone)]
+pub struct Env {
+    pub db: Db,
+    pub heartbeat: Duration,
+    pub write_timeout: Duration,
+    /// Events a live socket may fall behind before it is closed (4008).
+    pub max_lag: i64,
+    /// Test seam: a pause between subscribing and replaying.
+    pub replay_pause: Option<Duration>,
+    pub stopping: CancellationToken,
+}
+
+/// Runs the session until the socket ends.
+pub async fn run<S>(
+    env: Env,
+    peer: Peer,
+    socket: S,
+    subscription: Subscription,
+    since: Option<i64>,
     epoch: Option<String>,
-}
-
-/// Who the socket belongs to and until when.
-struct Peer {
-    user_id: String,
-    /// The token version the credential was issued under.
-    token_version: i64,
-    /// Unix seconds at which the credential expires (close 4001).
-    expires_at: i64,
-}
-
-pub async fn handler(
-    State(state): State<AppState>,
-    AppQuery(query): AppQuery<WsQuery>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, ApiError> {
-    // First, and without side effects: a page of another site must not
-    // open a socket with credentials the browser holds for this one.
-    check_origin(&headers, &state.config.allowed_origins)?;
-    let (peer, via_subprotocol) = credentials(&state, &query, &headers).await?;
-    let since = match query.since.as_deref() {
-        None => None,
-        Some(raw) => Some(
-            raw.parse::<u64>()
-                .ok()
-                .and_then(|n| i64::try_from(n).ok())
-                .ok_or_else(|| {
-                    ApiError::BadRequest("since must be a non-negative integer event id".into())
-                })?,
-        ),
+) where
+    S: Sink<Message, Error = axum::Error> + Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
+{
+    let mut session = Session {
+        env,
+        peer,
+        socket,
+        last_sent: 0,
+        subscription,
     };
-    let max = usize::try_from(state.config.max_sockets_per_user).unwrap_or(usize::MAX);
-    let subscription = state
-        .hub
-        .subscribe(&peer.user_id, max)
-        .ok_or(ApiError::RateLimited {
-            message: "too many open sockets for this user",
-            retry_after_secs: 5,
-        })?;
-    // A logout or password change that committed between the credential
-    // check and the subscription would have missed this socket: check again
-    // now that it would be told.
-    let user_id = peer.user_id.clone();
-    let current = state
-        .db
-        .read(move |conn| db::users::by_id(conn, &user_id))
-        .await?;
-    if current.is_none_or(|a| a.token_version != peer.token_version) {
-        return Err(ApiError::Unauthorized(
-            "missing, invalid, expired or used credentials",
-        ));
-    }
-    let upgrade = upgrade.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
-    // Only a request that upgrades uses up its ticket (and of two racing
-    // with the same ticket, only one).
-    if let Some(ticket) = &query.ticket
-        && state.tickets.redeem(ticket).is_none()
-    {
-        return Err(ApiError::Unauthorized(
-            "missing, invalid, expired or used credentials",
-        ));
-    }
-    let upgrade = if via_subprotocol {
-        upgrade.protocols(["bearer"])
-    } else {
-        upgrade
-    };
-    let epoch = query.epoch.filter(|_| since.is_some());
-    Ok(upgrade
-        // Small buffers: an idle socket must cost little memory. Outbound
-        // frames queued together are written together (see `forward`), and
-        // a peer that stops reading is bounded by the write timeout, not by
-        // an ever-growing buffer.
-        .read_buffer_size(MAX_INBOUND)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(4 << 20)
-        .max_message_size(MAX_INBOUND)
-        .max_frame_size(MAX_INBOUND)
-        .on_upgrade(move |socket| async move {
-            let session = Session {
-                state,
-                peer,
-                socket,
-                last_sent: 0,
-                subscription,
-            };
-            session.run(since, epoch).await;
-        }))
-}
-
-/// Credentials in the order of preference of API.md. Returns whether the
-/// `bearer` subprotocol carried them (the server must then select it).
-async fn credentials(
-    state: &AppState,
-    query: &WsQuery,
-    headers: &HeaderMap,
-) -> Result<(Peer, bool), ApiError> {
-    const INVALID: ApiError = ApiError::Unauthorized("missing, invalid, expired or used credentials");
-    let peer = |user: crate::auth::CurrentUser| Peer {
-        user_id: user.id,
-        token_version: user.token_version,
-        expires_at: user.expires_at,
-    };
-    if let Some(ticket) = &query.ticket {
-        // Looked at, not taken: the upgrade takes it.
-        let grant = state.tickets.peek(ticket).ok_or(INVALID)?;
-        let user_id = grant.user_id.clone();
-        let account = state
-            .db
-            .read(move |conn| db::users::by_id(conn, &user_id))
-            .await?;
-        return match account {
-            Some(a) if a.token_version == grant.token_version => Ok((
-                Peer {
-                    user_id: grant.user_id,
-                    token_version: grant.token_version,
-                    expires_at: grant.token_expires_at,
-                },
-                false,
-            )),
-            _ => Err(INVALID),
-        };
-    }
-    // Another scheme (e.g. Basic from a proxy in front) is not ours: fall
-    // through to the other carriers.
-    if let Some(token) = bearer_token(headers) {
-        return Ok((peer(authenticate(state, token).await?), false));
-    }
-    if let Some(value) = headers.get(axum::http::header::SEC_WEBSOCKET_PROTOCOL) {
-        let mut parts = value.to_str().map_err(|_| INVALID)?.split(',').map(str::trim);
-        if parts.next() == Some("bearer") {
-            let token = parts.next().ok_or(INVALID)?;
-            return Ok((peer(authenticate(state, token).await?), true));
-        }
-    }
-    if let Some(token) = &query.token {
-        return Ok((peer(authenticate(state, token).await?), false));
-    }
-    Err(INVALID)
-}
-
-/// Refuses a browser `Origin` that is neither this server's own (the
-/// request's `Host`) nor one of `--allowed-origin`. Requests without an
-/// `Origin` (non-browser clients) pass: the check protects what a browser
-/// would send on a page's behalf.
-fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
-    const FOREIGN: ApiError = ApiError::Forbidden("this origin may not open a socket on this server");
-    let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
-        return Ok(());
-    };
-    // Schemes and hosts compare case-insensitively.
-    let origin = origin.to_str().map_err(|_| FOREIGN)?.trim().to_ascii_lowercase();
-    let origin = origin.trim_end_matches('/');
-    if allowed
-        .iter()
-        .any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin))
-    {
-        return Ok(());
-    }
-    // `null` (a sandboxed or file page) has no authority and never matches.
-    let authority = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .ok_or(FOREIGN)?;
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .ok_or(FOREIGN)?;
-    if authority.eq_ignore_ascii_case(host.trim()) {
-        Ok(())
-    } else {
-        Err(FOREIGN)
+    if session.start(since, epoch).await.is_ok() {
+        let _ = session.forward().await;
     }
 }
 
@@ -228,47 +77,49 @@ enum Lag {
     Unbounded,
 }
 
-struct Session {
-    state: AppState,
+struct Session<S> {
+    env: Env,
     peer: Peer,
-    socket: WebSocket,
+    socket: S,
     /// The id of the last event this socket has sent; nothing at or below
     /// it is ever sent again, nothing above it is skipped.
     last_sent: i64,
     subscription: Subscription,
 }
 
-impl Session {
-    async fn run(mut self, since: Option<i64>, epoch: Option<String>) {
-        if self.start(since, epoch).await.is_ok() {
-            let _ = self.forward().await;
-        }
-    }
-
+impl<S> Session<S>
+where
+    S: Sink<Message, Error = axum::Error> + Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
+{
     async fn start(&mut self, since: Option<i64>, epoch: Option<String>) -> Result<(), Closed> {
         let head = self.head().await?;
-        let hello = json!({"type": "hello", "data": {
-            "user_id": self.peer.user_id,
-            "epoch": self.state.db.epoch(),
-            "head": head,
-            "heartbeat_ms": u64::try_from(self.state.config.heartbeat.as_millis()).unwrap_or(u64::MAX),
-        }});
-        self.send_json(&hello).await?;
+        let hello = Control::Hello {
+            user_id: &self.peer.user_id,
+            epoch: self.env.db.epoch(),
+            head,
+            heartbeat_ms: u64::try_from(self.env.heartbeat.as_millis()).unwrap_or(u64::MAX),
+        }
+        .text();
+        self.send(Message::Text(hello)).await?;
         self.last_sent = head;
         let Some(since) = since else { return Ok(()) };
-        if let Some(pause) = self.state.hooks.replay_pause {
+        if let Some(pause) = self.env.replay_pause {
             // Test seam: lets writes land between subscribing and replaying.
             tokio::time::sleep(pause).await;
         }
         let user_id = self.peer.user_id.clone();
         let oldest = self.read(move |conn| db::events::oldest(conn, &user_id)).await?;
-        let epoch_differs = epoch.is_some_and(|e| e != self.state.db.epoch());
+        let epoch_differs = epoch.is_some_and(|e| e != self.env.db.epoch());
         // Events after `since` are all retained when the oldest kept one is
         // at most since + 1 (or nothing was due after `since`).
         let retained = since >= head || oldest.is_some_and(|o| o <= since + 1);
         if epoch_differs || since > head || !retained {
-            let frame = json!({"type": "resync_required", "data": {"oldest_id": oldest, "head": head}});
-            return self.send_json(&frame).await;
+            let frame = Control::ResyncRequired {
+                oldest_id: oldest,
+                head,
+            }
+            .text();
+            return self.send(Message::Text(frame)).await;
         }
         self.last_sent = since;
         let now_head = self.head().await?;
@@ -279,11 +130,11 @@ impl Session {
 
     /// Forwards live events and control frames until the socket ends.
     async fn forward(&mut self) -> Result<(), Closed> {
-        let heartbeat = self.state.config.heartbeat;
+        let heartbeat = self.env.heartbeat;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         let mut last_heard = Instant::now();
         let expiry = expiry_instant(self.peer.expires_at);
-        let stopping = self.state.stopping.clone();
+        let stopping = self.env.stopping.clone();
         loop {
             tokio::select! {
                 pushed = self.subscription.receiver.recv() => {
@@ -317,12 +168,12 @@ impl Session {
                     }
                     self.flush().await?;
                 }
-                inbound = self.socket.recv() => {
+                inbound = self.socket.next() => {
                     last_heard = Instant::now();
                     match inbound {
                         Some(Ok(Message::Text(text))) => {
                             if is_ping(&text) {
-                                self.send(Message::Text(Utf8Bytes::from_static(r#"{"type":"pong"}"#))).await?;
+                                self.send(Message::Text(Control::Pong.text())).await?;
                             }
                         }
                         Some(Ok(Message::Close(_))) | None => return Err(Closed),
@@ -341,8 +192,8 @@ impl Session {
                         return self.close(close::IDLE, "no frames from the client").await;
                     }
                     self.send(Message::Ping(axum::body::Bytes::new())).await?;
-                    let frame = json!({"type": "heartbeat", "data": {"head": self.last_sent}});
-                    self.send_json(&frame).await?;
+                    let frame = Control::Heartbeat { head: self.last_sent }.text();
+                    self.send(Message::Text(frame)).await?;
                 }
                 () = tokio::time::sleep_until(expiry) => {
                     return self.close(close::TOKEN_EXPIRED, "token expired").await;
@@ -370,7 +221,7 @@ impl Session {
 
     /// Sends every stored event after `last_sent` up to `upto`, in pages.
     async fn catch_up(&mut self, upto: i64, lag: Lag) -> Result<(), Closed> {
-        let max_lag = i64::from(self.state.config.ws_max_lag);
+        let max_lag = self.env.max_lag;
         while self.last_sent < upto {
             if lag == Lag::Bounded && upto - self.last_sent > max_lag {
                 return self
@@ -385,8 +236,12 @@ impl Session {
             let Some(last) = page.last().map(|e| e.id).filter(|_| first == Some(after + 1)) else {
                 // Pruned meanwhile (all or the start of the range): the
                 // client must refetch.
-                let frame = json!({"type": "resync_required", "data": {"oldest_id": null, "head": upto}});
-                self.send_json(&frame).await?;
+                let frame = Control::ResyncRequired {
+                    oldest_id: None,
+                    head: upto,
+                }
+                .text();
+                self.send(Message::Text(frame)).await?;
                 self.last_sent = upto;
                 return Ok(());
             };
@@ -399,8 +254,8 @@ impl Session {
         Ok(())
     }
 
-    // These borrow only the (Sync) state, never the session, whose socket
-    // is not Sync: the session's future must stay Send.
+    // These borrow only the (Sync) environment, never the session, whose
+    // socket need not be Sync: the session's future must stay Send.
     fn head(&self) -> impl Future<Output = Result<i64, Closed>> + Send + 'static {
         let user_id = self.peer.user_id.clone();
         self.read(move |conn| db::events::head(conn, &user_id))
@@ -410,17 +265,13 @@ impl Session {
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> db::Result<T> + Send + 'static,
     ) -> impl Future<Output = Result<T, Closed>> + Send + 'static {
-        let state = self.state.clone();
+        let db = self.env.db.clone();
         async move {
-            state.db.read(f).await.map_err(|err| {
+            db.read(f).await.map_err(|err| {
                 tracing::warn!(error = %err, "socket closed: cannot read events");
                 Closed
             })
         }
-    }
-
-    async fn send_json(&mut self, value: &serde_json::Value) -> Result<(), Closed> {
-        self.send(Message::Text(value.to_string().into())).await
     }
 
     /// Writes one frame and flushes it.
@@ -431,14 +282,14 @@ impl Session {
 
     /// Queues one frame (written out once the buffer fills or on `flush`).
     async fn feed(&mut self, message: Message) -> Result<(), Closed> {
-        let timeout = self.state.config.ws_write_timeout;
+        let timeout = self.env.write_timeout;
         let fed = tokio::time::timeout(timeout, self.socket.feed(message)).await;
         self.written(fed).await
     }
 
     /// Writes out every queued frame.
     async fn flush(&mut self) -> Result<(), Closed> {
-        let timeout = self.state.config.ws_write_timeout;
+        let timeout = self.env.write_timeout;
         let flushed = tokio::time::timeout(timeout, self.socket.flush()).await;
         self.written(flushed).await
     }
@@ -494,3 +345,6 @@ fn expiry_instant(exp: i64) -> tokio::time::Instant {
     let left_ms = exp.saturating_mul(1000).saturating_sub(db::now_ms()).max(0);
     tokio::time::Instant::now() + Duration::from_millis(u64::try_from(left_ms).unwrap_or(0))
 }
+
+#[cfg(test)]
+mod tests;
