@@ -85,13 +85,25 @@ export async function startRagd(args = [], { dataDir, port } = {}) {
 }
 
 /**
- * An OpenAI-compatible model server that streams `answer` word by word.
- * While `hold()` is in force, chat requests wait for `release()`.
+ * An OpenAI-compatible model server that streams `answer` word by word,
+ * a word every `wordMs`. `holdAfter(n)` makes the stream stop after its
+ * first `n` words until `release()` (`hold()`: before it answers at all);
+ * both return a promise that resolves when the stream has stopped there. A
+ * test may call `holdAfter` again right after `release()`, for a later stop
+ * in the same stream.
  */
-export async function startFakeLlm(answer) {
+export async function startFakeLlm(answer, { wordMs = 40 } = {}) {
   let gate = null;
+  let holdAt = -1;
+  let stopped = () => {};
   let opened = () => {};
   const requests = [];
+  const words = answer.split(/(?<= )/);
+  const pause = async (n) => {
+    if (!gate || holdAt !== n) return;
+    stopped();
+    await gate;
+  };
   const server = createServer(async (req, res) => {
     let body = '';
     for await (const chunk of req) body += chunk;
@@ -107,7 +119,7 @@ export async function startFakeLlm(answer) {
     }
     requests.push(JSON.parse(body));
     fake.arrived();
-    if (gate) await gate;
+    await pause(0);
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     const chunk = (delta, finish = null) =>
       `data: ${JSON.stringify({
@@ -117,9 +129,10 @@ export async function startFakeLlm(answer) {
         choices: [{ index: 0, delta, finish_reason: finish }],
       })}\n\n`;
     res.write(chunk({ role: 'assistant', content: '' }));
-    for (const word of answer.split(/(?<= )/)) {
-      await new Promise((ok) => setTimeout(ok, 40));
-      res.write(chunk({ content: word }));
+    for (let i = 0; i < words.length;) {
+      await new Promise((ok) => setTimeout(ok, wordMs));
+      res.write(chunk({ content: words[i] }));
+      await pause(++i);
     }
     res.write(chunk({}, 'stop'));
     res.end('data: [DONE]\n\n');
@@ -131,9 +144,13 @@ export async function startFakeLlm(answer) {
     arrived: () => opened(),
     /** Resolves when the next chat request has arrived. */
     nextRequest: () => new Promise((ok) => (opened = ok)),
-    hold() {
+    words,
+    holdAfter(n) {
+      holdAt = n;
       gate = new Promise((ok) => (fake.release = () => { gate = null; ok(); }));
+      return new Promise((ok) => (stopped = ok));
     },
+    hold: () => fake.holdAfter(0),
     release: () => {},
     close: () => new Promise((ok) => server.close(ok)),
   };
@@ -188,20 +205,28 @@ export async function launchBrowser() {
 }
 
 /**
- * A new page that fails the test on any console error or uncaught exception
- * (a CSP violation shows up as a console error).
+ * A new page that records console errors and uncaught exceptions (a CSP
+ * violation shows up as a console error) in `page.problems`, and every
+ * answer with a status of 400 or more in `page.httpErrors`, as
+ * "<status> <method> <path>", for the test to say which it expected.
  */
 export async function openPage(context, url) {
   const page = await context.newPage();
   const problems = [];
+  const httpErrors = [];
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
   page.on('console', (msg) => {
-    // Refused requests while a test has the page offline or the server
-    // down are the browser's own reports, not the page's errors.
+    // The browser reports every refused request on the console: answers
+    // of 400 and more are in `httpErrors`; requests that got no answer at
+    // all (the page offline, the server down) are not the page's errors.
     const network = /Failed to load resource|WebSocket connection to|net::ERR_/;
     if (msg.type() === 'error' && !network.test(msg.text())) problems.push(`console error: ${msg.text()}`);
   });
+  page.on('response', (res) => {
+    if (res.status() >= 400) httpErrors.push(`${res.status()} ${res.request().method()} ${new URL(res.url()).pathname}`);
+  });
   page.problems = problems;
+  page.httpErrors = httpErrors;
   await page.goto(url);
   return page;
 }

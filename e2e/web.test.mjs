@@ -71,9 +71,23 @@ async function shownIds(page) {
   return page.locator('#messages article').evaluateAll((els) => els.map((e) => e.dataset.messageId));
 }
 
-function assertNoProblems(page) {
+/** No console error, CSP violation or uncaught exception, and no answer of 400 or more but the `expected` ones. */
+function assertNoProblems(page, expected = []) {
   assert.deepEqual(page.problems, [], 'no console errors, CSP violations or uncaught exceptions');
+  assert.deepEqual([...page.httpErrors].sort(), [...expected].sort(), 'the HTTP errors the test expects, and no other');
 }
+
+/** Counts the page's GETs of a conversation's messages from now on (`.n`). */
+function countMessageGets(page) {
+  const counter = { n: 0 };
+  page.on('request', (req) => {
+    if (req.method() === 'GET' && /^\/api\/conversations\/[^/]+\/messages$/.test(new URL(req.url()).pathname)) counter.n++;
+  });
+  return counter;
+}
+
+/** The text of the page's (one) assistant reply. */
+const replyText = (page) => page.locator('#messages article[data-role="assistant"] .content').textContent();
 
 test('register, upload a text file and watch it become ready, ask about it, open the citation', async () => {
   const server = await startRagd();
@@ -115,14 +129,45 @@ test('register, upload a text file and watch it become ready, ask about it, open
     assert.equal(download.suggestedFilename(), 'release-notes.md');
     assert.equal(readFileSync(await download.path(), 'utf8'), NOTES, 'the original bytes');
 
-    // The same, on a phone and in the dark.
-    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, colorScheme: 'dark' });
+    // The same, on a small phone and in the dark. The socket is held back
+    // at first, so the top bar must fit while it says "Connecting…" too.
+    const phone = await browser.newContext({ viewport: { width: 360, height: 780 }, colorScheme: 'dark' });
     const small = await openPage(phone, server.url);
+    let letSocket;
+    const socketHeld = new Promise((ok) => (letSocket = ok));
+    await small.route('**/api/ws-ticket', async (route) => {
+      await socketHeld;
+      await route.continue();
+    });
     await small.getByLabel('Email').fill('ada@example.com');
     await small.getByLabel('Password').fill(PASSWORD);
     await small.getByRole('button', { name: 'Log in' }).click();
+    const fits = async (state) => {
+      await small.locator(`#connection[data-state="${state}"]`).waitFor({ timeout: WAIT });
+      const { scrollWidth, logout } = await small.evaluate(() => ({
+        scrollWidth: document.documentElement.scrollWidth,
+        logout: document.querySelector('#logout').getBoundingClientRect().toJSON(),
+      }));
+      assert.ok(scrollWidth <= 360, `nothing overflows at 360 px (${state}): scrollWidth ${scrollWidth}`);
+      assert.ok(logout.left >= 0 && logout.right <= 360 && logout.width > 0, `"Log out" is on screen (${state}): ${JSON.stringify(logout)}`);
+    };
+    await fits('connecting');
+    // Only the dot shows; the state is still there for screen readers.
+    assert.equal(await small.locator('#connection').textContent(), 'Connecting…');
+    letSocket();
     await live(small);
+    await fits('live');
+    const background = await small.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const [r, g, b] = background.match(/\d+/g).map(Number);
+    assert.ok(r + g + b < 3 * 60, `the dark theme is applied: body background ${background}`);
     await screenshot(small, 'phone-dark');
+    // Picking a chat in the drawer leaves the focus on its heading, not on the page.
+    await small.getByRole('button', { name: 'Conversations' }).click();
+    await small.locator('#conversations li button', { hasText: 'stampede guard' }).click();
+    await small.locator('#messages article[data-role="assistant"][data-status="done"]').waitFor({ timeout: WAIT });
+    assert.equal(await small.evaluate(() => document.activeElement?.id), 'conv-title');
+    await small.locator('#sidebar').waitFor({ state: 'hidden', timeout: WAIT }); // it slides away
+    await screenshot(small, 'phone-dark-chat');
     assertNoProblems(small);
     await phone.close();
     assertNoProblems(page);
@@ -133,8 +178,11 @@ test('register, upload a text file and watch it become ready, ask about it, open
 });
 
 test('a reply pending when the page reloads still spins, then finishes live', async () => {
-  const answer = 'Deploys take four minutes now [1].';
-  const fake = await startFakeLlm(answer);
+  // An emoji (two UTF-16 units) before the stops, a combining accent after:
+  // a splice counted in code units instead of characters shows wrong text.
+  const answer = 'Deploys 🚀 take 4 minutes now — café\u0301 and the stampede guard keeps a cold cache from every request at once [1].';
+  const fake = await startFakeLlm(answer, { wordMs: 80 });
+  const prefix = (n) => fake.words.slice(0, n).join('');
   const server = await startRagd(['--llm-provider', 'openai', '--llm-base-url', fake.baseUrl, '--llm-model', 'test-model']);
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   try {
@@ -143,18 +191,65 @@ test('a reply pending when the page reloads still spins, then finishes live', as
     await upload(page, file('notes.md', NOTES));
     await page.locator('#documents li[data-status="ready"]').waitFor({ timeout: WAIT });
     await newChat(page);
+    const conversation = await page.locator('#conversations li').first().getAttribute('data-conversation-id');
 
+    // Held before the first word: the reply spins, across a reload too.
     fake.hold();
     const arrived = fake.nextRequest();
     await send(page, 'How long do deploys take?');
     const pending = page.locator('#messages article[data-role="assistant"][data-status="pending"]');
     await pending.locator('.spinner').waitFor({ timeout: WAIT });
     await arrived;
-
     await page.reload();
     await live(page);
     await pending.locator('.spinner').waitFor({ timeout: WAIT });
     await screenshot(page, 'pending-after-reload');
+
+    // Held after three words: a reload shows exactly the text so far, still streaming.
+    fake.release();
+    await fake.holdAfter(3);
+    const streaming = page.locator('#messages article[data-role="assistant"][data-status="streaming"]');
+    await page.waitForFunction((text) => document.querySelector('#messages article[data-role="assistant"] .content')?.textContent === text,
+      prefix(3), { timeout: WAIT });
+    const reloadGets = countMessageGets(page);
+    await page.reload();
+    await live(page);
+    await streaming.locator('.spinner').waitFor({ timeout: WAIT });
+    const partial = await replyText(page);
+    assert.equal(partial, prefix(3), 'the text streamed so far, from the GET');
+    assert.ok(partial.length > 0 && partial.length < answer.length && answer.startsWith(partial), 'a proper prefix of the answer');
+    assert.ok(reloadGets.n <= 2, `a reload GETs the messages at most twice (open, resync): ${reloadGets.n}`);
+    await screenshot(page, 'streaming-after-reload');
+
+    // Open the chat again while its reply streams, with a slow network: the
+    // text streams on while the GET is on its way, then is spliced onto it.
+    const token = await login(server.url, 'reload@example.com', PASSWORD);
+    const other = await api(server.url, token).post('/api/conversations', {});
+    await page.locator(`#conversations li[data-conversation-id="${other.id}"]`).click();
+    await page.locator('#messages article').first().waitFor({ state: 'detached', timeout: WAIT });
+    await page.route((url) => url.pathname.endsWith('/messages'), async (route) => {
+      const response = await route.fetch();
+      await new Promise((ok) => setTimeout(ok, 400));
+      await route.fulfill({ response });
+    });
+    const gets = countMessageGets(page);
+    const nearEnd = new Promise((ok) => {
+      const onRequest = (req) => {
+        if (!req.url().includes(`/api/conversations/${conversation}/messages`)) return;
+        page.off('request', onRequest);
+        fake.release(); // the stream goes on while the GET is on its way
+        ok(fake.holdAfter(fake.words.length - 1));
+      };
+      page.on('request', onRequest);
+    });
+    await page.locator(`#conversations li[data-conversation-id="${conversation}"]`).click();
+    await nearEnd; // the stream stopped before its last word
+    await page.waitForFunction((text) => document.querySelector('#messages article[data-role="assistant"] .content')?.textContent === text,
+      prefix(fake.words.length - 1), { timeout: WAIT }).catch(() => {});
+    assert.equal(await replyText(page), prefix(fake.words.length - 1), 'the deltas spliced by character offsets');
+    assert.equal(await streaming.count(), 1, 'still streaming');
+    assert.ok(gets.n <= 2, `at most a couple of GETs of the messages while it streams: ${gets.n}`);
+    await page.unroute((url) => url.pathname.endsWith('/messages'));
 
     fake.release();
     const done = page.locator('#messages article[data-role="assistant"][data-status="done"]');
@@ -164,6 +259,7 @@ test('a reply pending when the page reloads still spins, then finishes live', as
     const ids = await shownIds(page);
     assert.equal(new Set(ids).size, ids.length, `no message shown twice: ${ids}`);
     assert.equal(ids.length, 2, 'the question and its reply');
+    assert.ok(gets.n <= 2, `at most a couple of GETs of the messages while it streamed: ${gets.n}`);
     assertNoProblems(page);
   } finally {
     await context.close();
@@ -195,6 +291,20 @@ test('two tabs of the same user see each other live', async () => {
     await send(second, 'Yes, the other tab.');
     await first.locator('#messages article[data-role="user"]', { hasText: 'Yes, the other tab.' }).waitFor({ timeout: WAIT });
     await screenshot(second, 'two-tabs');
+
+    // A delete made here is no news here, even when its event comes before
+    // the DELETE's answer; the other tab is told.
+    await first.route(`**/api/conversations/${conversation}`, async (route) => {
+      const response = await route.fetch();
+      await new Promise((ok) => setTimeout(ok, 500));
+      await route.fulfill({ response });
+    });
+    await first.bringToFront(); // a tab in the background gets no animation frames: clicks would wait for them
+    await first.getByRole('button', { name: 'Delete' }).click();
+    await first.locator('#confirm').getByRole('button', { name: 'Delete' }).click();
+    await second.locator('#notice', { hasText: 'This conversation was deleted.' }).waitFor({ timeout: WAIT });
+    await first.locator('#confirm').waitFor({ state: 'hidden', timeout: WAIT });
+    assert.equal(await first.locator('#notice').textContent(), '', 'no notice in the tab that deleted it');
     assertNoProblems(first);
     assertNoProblems(second);
   } finally {
@@ -221,6 +331,101 @@ test('a failed document shows its error and its attempts', async () => {
     // An unsupported file is refused at upload, with the server's reason.
     await page.getByLabel('Upload files').setInputFiles(file('photo.exe', 'MZ binary'));
     await page.locator('li.upload', { hasText: /unsupported file type/ }).waitFor({ timeout: WAIT });
+    assertNoProblems(page, ['415 POST /api/documents']);
+  } finally {
+    await context.close();
+    await server.remove();
+  }
+});
+
+test('a crafted link cannot turn the page against another API path', async () => {
+  const server = await startRagd();
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  try {
+    const page = await openPage(context, server.url);
+    await register(page, 'links@example.com');
+    await upload(page, file('keep-me.md', NOTES));
+    const row = page.locator('#documents li', { hasText: 'keep-me.md' });
+    await row.waitFor({ timeout: WAIT });
+    const id = await row.getAttribute('data-document-id');
+    const touched = [];
+    context.on('request', (req) => new URL(req.url()).pathname.startsWith(`/api/documents/${id}`) && touched.push(`${req.method()} ${req.url()}`));
+
+    // `..%2Fdocuments%2F<id>%3F` as a conversation id would make the chat's
+    // Delete call DELETE /api/documents/<id>; a malformed escape must not throw.
+    const crafted = `#/chat/..%2Fdocuments%2F${id}%3F`;
+    for (const hash of [crafted, '#/chat/%E0%A4%A', '#/chat/not-a-uuid']) {
+      await page.evaluate((h) => (location.hash = h), hash);
+      await page.waitForFunction(() => location.hash === '#/chat', null, { timeout: WAIT });
+      assert.equal(await page.locator('#delete-conv').isVisible(), false, `no Delete for ${hash}`);
+      assert.equal(await page.locator('#conv-title').textContent(), 'Chat');
+    }
+    // The same link opened in a new tab.
+    const tab = await openPage(context, server.url + '/' + crafted);
+    await live(tab);
+    await tab.waitForFunction(() => location.hash === '#/chat', null, { timeout: WAIT });
+    assert.equal(await tab.locator('#delete-conv').isVisible(), false);
+
+    assert.deepEqual(touched, [], 'no request went to the document');
+    const token = await login(server.url, 'links@example.com', PASSWORD);
+    assert.equal((await api(server.url, token).get(`/api/documents/${id}`)).filename, 'keep-me.md', 'the document is still there');
+    assertNoProblems(page);
+    assertNoProblems(tab);
+  } finally {
+    await context.close();
+    await server.remove();
+  }
+});
+
+test('a socket that closes while the page loads is caught up by the next one', async () => {
+  // A heartbeat would reveal a missed event after a while: make it too late to matter.
+  const server = await startRagd(['--heartbeat', '120s']);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  try {
+    const page = await openPage(context, server.url);
+    await register(page, 'resync@example.com');
+    await newChat(page);
+    await send(page, 'First question');
+    await page.locator('#messages article[data-role="assistant"][data-status="done"]').waitFor({ timeout: WAIT });
+    const conversation = await page.locator('#conversations li').first().getAttribute('data-conversation-id');
+
+    // After a reload the first hello makes the page load the state; that
+    // load is slow (but lands before the page's own 2.5 s fallback load),
+    // and the socket closes before it lands.
+    const other = api(server.url, await login(server.url, 'resync@example.com', PASSWORD));
+    let socket = null;
+    await page.routeWebSocket(/\/ws/, (ws) => {
+      socket = { ws, server: ws.connectToServer() };
+    });
+    let loading;
+    const loadStarted = new Promise((ok) => (loading = ok));
+    let slowed = false;
+    await page.route((url) => url.pathname === '/api/conversations', async (route) => {
+      if (slowed || route.request().method() !== 'GET') return route.continue();
+      slowed = true;
+      const response = await route.fetch();
+      loading();
+      await new Promise((ok) => setTimeout(ok, 1500));
+      await route.fulfill({ response });
+    });
+    await page.reload();
+    await loadStarted;
+    let reconnect;
+    const turnStored = new Promise((ok) => (reconnect = ok));
+    await page.route('**/api/ws-ticket', async (route) => {
+      await turnStored;
+      await route.continue();
+    });
+    await socket.ws.close({ code: 1012 });
+    await socket.server.close();
+    // While the page is without a socket, another device adds a turn; then
+    // the page reconnects, before its first load has landed.
+    await other.post(`/api/conversations/${conversation}/messages`, { content: 'Asked while the socket was down' });
+    reconnect();
+    await page.evaluate(() => dispatchEvent(new Event('online'))); // no backoff wait
+    // The next socket has to load again: the first load's answer predates the turn.
+    await page.locator('#messages article[data-role="user"]', { hasText: 'Asked while the socket was down' }).waitFor({ timeout: WAIT });
+    await page.waitForFunction(() => document.querySelectorAll('#messages article[data-status="done"]').length === 4, null, { timeout: WAIT });
     assertNoProblems(page);
   } finally {
     await context.close();

@@ -4,7 +4,7 @@ import { api, session, setUnauthorizedHandler, scheduleRefresh, refreshSession, 
 import { Live } from './live.js';
 import * as chat from './chat.js';
 import * as docs from './documents.js';
-import { $, notice } from './ui.js';
+import { $, notice, announce } from './ui.js';
 
 const STATES = { live: 'Live', connecting: 'Connecting…', offline: 'Offline' };
 let signedIn = false;
@@ -12,6 +12,26 @@ let view = null;
 let routed = false; // the first route of a page load does not move focus
 let loadedOnce = false;
 let fallback = 0;
+let said = 'live'; // the connection state last announced ('live' or 'down')
+let next = 'live'; // the state the announcement waits to see last
+let sayTimer = 0;
+// Conversation ids are UUIDs: anything else in the hash never reaches an API path.
+const ROUTE = /^#\/(?:(documents)|(chat)(?:\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}))?)$/i;
+
+/** Announces a connection change only once it has lasted 2 s, and never the same state twice. */
+function sayState(s) {
+  const now = s === 'live' ? 'live' : 'down';
+  if (now === next) return;
+  next = now;
+  clearTimeout(sayTimer);
+  if (now !== said) {
+    sayTimer = setTimeout(() => {
+      if (!signedIn) return;
+      said = now;
+      announce(now === 'live' ? 'Connected again.' : 'Connection lost. Reconnecting…');
+    }, 2000);
+  }
+}
 
 const resync = async () => {
   await Promise.all([chat.refresh(), docs.refresh()]);
@@ -25,7 +45,8 @@ const live = new Live({
   state(s) {
     const el = $('#connection');
     el.dataset.state = s;
-    el.textContent = STATES[s];
+    el.title = el.firstChild.textContent = STATES[s]; // on phones only the dot shows
+    sayState(s);
   },
   closed(code) {
     // 4001: the token that minted this socket's ticket expired; this tab may hold a fresher one.
@@ -48,16 +69,29 @@ function showLogin(message, email = '') {
 function enter() {
   signedIn = true;
   loadedOnce = false;
+  said = next = 'live';
+  clearTimeout(sayTimer);
   $('#login').hidden = true;
   $('#app').hidden = false;
   $('#who').textContent = session.get().email;
   scheduleRefresh();
   route();
   live.start(); // its first hello loads the state over HTTP
+  loadAnyway(2500);
+}
+
+/** The socket is slow or down: load over HTTP anyway, and keep trying until it worked once. */
+function loadAnyway(wait) {
   clearTimeout(fallback);
   fallback = setTimeout(() => {
-    if (signedIn && !loadedOnce) resync().catch((e) => notice(e.message)); // socket slow or down: load anyway
-  }, 2500);
+    if (!signedIn || loadedOnce) return;
+    resync().catch((e) => {
+      if (!signedIn || loadedOnce) return;
+      chat.failed(e.message);
+      docs.failed(e.message);
+      loadAnyway(Math.min(wait * 2, 30e3));
+    });
+  }, wait);
 }
 
 function logout(message, remote = false) {
@@ -99,10 +133,10 @@ async function authenticate(kind) {
 
 function route() {
   if (!signedIn) return;
-  const m = location.hash.match(/^#\/(chat|documents)(?:\/([^/]+))?$/);
+  const m = location.hash.match(ROUTE);
   if (!m) return location.replace('#/chat');
-  const changed = view !== m[1];
-  view = m[1];
+  const changed = view !== (m[1] || m[2]);
+  view = m[1] || m[2];
   document.body.dataset.view = view;
   $('#chat-view').hidden = view !== 'chat';
   $('#docs-view').hidden = view !== 'documents';
@@ -110,7 +144,7 @@ function route() {
     if (a.getAttribute('href') === `#/${view}`) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  if (view === 'chat') chat.show(m[2] ? decodeURIComponent(m[2]) : null);
+  if (view === 'chat') chat.show(m[3] ?? null);
   else document.title = 'Documents · ragd';
   if (changed && routed) $(view === 'chat' ? '#conv-title' : '#docs-title').focus();
   routed = true;

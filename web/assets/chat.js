@@ -1,7 +1,7 @@
 // Chat view: the conversation list, the open conversation (streaming replies, citations, paging) and the composer.
 
 import { api, download } from './api.js';
-import { $, h, fmtShort, openDialog, confirmAction, notice, reconcile, busy } from './ui.js';
+import { $, h, fmtShort, openDialog, confirmAction, notice, announce, reconcile, busy, cut } from './ui.js';
 
 const PAGE = 50;
 const BUSY = new Set(['pending', 'streaming']);
@@ -10,20 +10,23 @@ const byUpdated = (a, b) => cmp(b.updated_at, a.updated_at) || cmp(b.id, a.id);
 const byCreated = (a, b) => cmp(a.created_at, b.created_at) || cmp(a.id, b.id);
 const limitFor = (n) => Math.min(200, Math.max(PAGE, n));
 const cursor = (c) => (c ? `&before=${encodeURIComponent(c)}` : '');
-const messagesOf = (id, limit, before) => api('GET', `/api/conversations/${id}/messages?limit=${limit}${cursor(before)}`);
+const convPath = (id, rest = '') => `/api/conversations/${encodeURIComponent(id)}${rest}`;
+const msgPath = (id, act) => `/api/messages/${encodeURIComponent(id)}/${act}`;
+const messagesOf = (id, limit, before) => api('GET', convPath(id, `/messages?limit=${limit}${cursor(before)}`));
 const visible = () => !$('#chat-view').hidden;
 
 let convs = new Map(); // id -> conversation
 let convNext = null; // cursor of the list's next page
 let convsLoaded = false;
-let open = null; // { id, conv, msgs: Map, next, loaded, error }
+let open = null; // { id, conv, msgs: Map, next, loaded, error, loading: snapshots in flight, held: their deltas }
 let openGen = 0;
 let refreshGen = 0;
 let wanted = null; // the conversation id the route asks for
 let sending = false;
 let draft = null; // { text, key }: a failed send retried with the same text reuses its Idempotency-Key
 let source = null; // the source shown in the dialog
-let reloading = false;
+let loadError = null; // why the first load failed (it is retried)
+const mine = new Set(); // conversations this tab deleted: their deletion is no news here
 let E = {};
 
 export function init() {
@@ -39,8 +42,12 @@ export function init() {
   E.list.addEventListener('click', (e) => {
     const li = e.target.closest('li');
     if (!li) return;
+    const phone = E.sidebar.classList.contains('open');
+    const id = li.dataset.conversationId;
     drawer(false, false);
-    location.hash = `#/chat/${li.dataset.conversationId}`;
+    location.hash = `#/chat/${id}`;
+    show(id); // now, so that the heading already names it
+    if (phone) E.title.focus(); // the drawer hid the focused button
   });
   E.rename.addEventListener('click', () => {
     $('#rename-input').value = open?.conv?.title ?? '';
@@ -82,7 +89,7 @@ function drawer(show, moveFocus = true) {
 /** Forgets everything (logout). */
 export function reset() {
   convs = new Map();
-  convNext = open = wanted = draft = null;
+  convNext = open = wanted = draft = loadError = null;
   convsLoaded = false;
   openGen++;
   refreshGen++;
@@ -106,28 +113,40 @@ export function show(id) {
   paintHead();
 }
 
+/** The first load failed (app.js tries again). */
+export function failed(why) {
+  loadError = why;
+  paintList();
+}
+
 /** Refetches the list and the open conversation's messages (resync). Throws on failure. */
 export async function refresh() {
   const gen = ++refreshGen;
-  const id = open?.id;
-  const [list, page] = await Promise.all([
-    api('GET', `/api/conversations?limit=${limitFor(convs.size)}`),
-    id && messagesOf(id, limitFor(open.msgs.size)).catch((e) => (e.status === 404 ? null : Promise.reject(e))),
-  ]);
-  if (gen !== refreshGen) return;
-  convs = new Map(list.items.map((c) => [c.id, c]));
-  convNext = list.next_before;
-  convsLoaded = true;
-  if (id && open?.id === id) {
-    if (!page) return closeConv('This conversation was deleted.');
-    open.conv = convs.get(id) || open.conv;
-    page.items.forEach(upsertMsg);
-    if (open.msgs.size <= 200) open.next = page.next_before;
-    open.loaded = true;
-    open.error = null;
+  const o = open;
+  const id = o?.id;
+  if (o) o.loading++;
+  try {
+    const [list, page] = await Promise.all([
+      api('GET', `/api/conversations?limit=${limitFor(convs.size)}`),
+      id && messagesOf(id, limitFor(o.msgs.size)).catch((e) => (e.status === 404 ? null : Promise.reject(e))),
+    ]);
+    if (gen !== refreshGen) return;
+    convs = new Map(list.items.map((c) => [c.id, c]));
+    convNext = list.next_before;
+    convsLoaded = true;
+    if (id && open === o) {
+      if (!page) return closeConv(mine.has(id) ? '' : 'This conversation was deleted.');
+      o.conv = convs.get(id) || o.conv;
+      page.items.forEach(upsertMsg);
+      if (o.msgs.size <= 200) o.next = page.next_before;
+      o.loaded = true;
+      o.error = null;
+    }
+    if (!open && visible()) show(wanted);
+    paint();
+  } finally {
+    if (o) settle(o);
   }
-  if (!open && visible()) show(wanted);
-  paint();
 }
 
 function paint() {
@@ -154,7 +173,7 @@ function touchConv(id, ts) {
   if (c) return ts > c.updated_at && putConv({ ...c, updated_at: ts });
   if (!convsLoaded || fetching.has(id)) return;
   fetching.add(id);
-  api('GET', `/api/conversations/${id}`)
+  api('GET', convPath(id))
     .then((conv) => convs.has(id) || putConv(conv))
     .catch(() => {})
     .finally(() => fetching.delete(id));
@@ -176,7 +195,8 @@ function paintList() {
       else btn.removeAttribute('aria-current');
     });
   E.more.hidden = !convNext;
-  E.convStatus.textContent = !convsLoaded ? 'Loading…' : items.length ? '' : 'No conversations yet.';
+  E.convStatus.textContent = convsLoaded ? (items.length ? '' : 'No conversations yet.')
+    : loadError ? `Could not load the conversations: ${loadError} Trying again…` : 'Loading…';
 }
 
 const loadMoreConvs = () => busy(E.more, async () => {
@@ -208,7 +228,7 @@ async function rename(e) {
   if (!open) return $('#rename-dialog').close();
   if (!title) return ($('#rename-error').textContent = 'Enter a title.');
   try {
-    putConv(await api('PATCH', `/api/conversations/${open.id}`, { body: { title } }));
+    putConv(await api('PATCH', convPath(open.id), { body: { title } }));
     $('#rename-dialog').close();
   } catch (ex) {
     $('#rename-error').textContent = ex.message;
@@ -219,7 +239,8 @@ function deleteConv() {
   if (!open) return;
   const { id } = open;
   confirmAction(`Delete “${open.conv?.title ?? 'this chat'}” and all its messages?`, async () => {
-    await api('DELETE', `/api/conversations/${id}`).catch((e) => e.status === 404 || Promise.reject(e));
+    mine.add(id);
+    await api('DELETE', convPath(id)).catch((e) => e.status === 404 || (mine.delete(id), Promise.reject(e)));
     removeConv(id);
     show(null);
   }, E.title);
@@ -229,25 +250,37 @@ function deleteConv() {
 
 async function openConv(id, created = null) {
   const gen = ++openGen;
-  open = { id, conv: created || convs.get(id) || null, msgs: new Map(), next: null, loaded: !!created, error: null };
+  const o = (open = { id, conv: created || convs.get(id) || null, msgs: new Map(), next: null, loaded: !!created,
+    error: null, loading: created ? 0 : 1, held: [] });
   E.log.replaceChildren();
   paint();
   if (created) return;
   try {
-    const [conv, page] = await Promise.all([open.conv || api('GET', `/api/conversations/${id}`), messagesOf(id, PAGE)]);
+    const [conv, page] = await Promise.all([o.conv || api('GET', convPath(id)), messagesOf(id, PAGE)]);
     if (gen !== openGen) return;
-    open.conv = convs.get(id) || conv;
+    o.conv = convs.get(id) || conv;
     page.items.forEach(upsertMsg);
-    open.next = page.next_before;
-    open.loaded = true;
+    o.next = page.next_before;
+    o.loaded = true;
     paint();
     E.scroller.scrollTop = E.scroller.scrollHeight;
   } catch (e) {
     if (gen !== openGen) return;
     if (e.status === 404) return closeConv('That conversation does not exist (any more).');
-    open.error = `Could not load this conversation: ${e.message}`;
+    o.error = `Could not load this conversation: ${e.message}`;
     renderMessages();
+  } finally {
+    settle(o);
   }
+}
+
+/** A snapshot of `o` landed (or failed): once none is in flight, splice the deltas held meanwhile onto it. */
+function settle(o) {
+  if (--o.loading || open !== o) return;
+  const gap = o.held.reduce((g, d) => !splice(d) || g, false);
+  o.held = [];
+  renderMessages();
+  if (gap) reloadMessages(); // a delta is missing from the snapshot and from the socket
 }
 
 function closeConv(why) {
@@ -282,6 +315,11 @@ function upsertMsg(m) {
   if (cur && BUSY.has(m.status) && BUSY.has(cur.status) && cur.content.startsWith(m.content)) {
     m = { ...m, content: cur.content, status: cur.content ? 'streaming' : m.status };
   }
+  // The same state again (a resync): nothing to redraw, so focus and an open source dialog stay put.
+  if (cur && cur.status === m.status && cur.updated_at === m.updated_at && cur.content === m.content) return false;
+  if (BUSY.has(cur?.status) && (m.status === 'done' || m.status === 'error')) {
+    announce(m.status === 'done' ? `Reply from the assistant: ${cut(m.content, 200)}` : `The reply failed: ${m.error || ''}`);
+  }
   open.msgs.set(m.id, m);
   return true;
 }
@@ -307,11 +345,17 @@ function renderMessages() {
 
 function paintMsg(el, m) {
   const working = BUSY.has(m.status);
-  if (el._content !== m.content || el._sources !== m.sources) {
-    el._content = m.content;
-    el._sources = m.sources;
-    el.querySelector('.content').replaceChildren(...withCitations(m));
+  const src = JSON.stringify(m.sources);
+  const box = el.querySelector('.content');
+  if (el._src === src && !m.sources.length && m.content.startsWith(el._content) && m.content !== el._content) {
+    box.append(m.content.slice(el._content.length)); // streaming: only the new text
+  } else if (el._content !== m.content || el._src !== src) {
+    const n = box.contains(document.activeElement) && document.activeElement.dataset.n;
+    box.replaceChildren(...withCitations(m));
+    if (n) box.querySelector(`[data-n="${n}"]`)?.focus();
   }
+  el._content = m.content;
+  el._src = src;
   const sig = `${m.status}|${m.error}`;
   if (el._sig === sig) return;
   el._sig = sig;
@@ -339,7 +383,7 @@ function withCitations({ role, content, sources }) {
     const src = sources[hit[1] - 1];
     if (!src) continue;
     out.push(content.slice(at, hit.index),
-      h('button', { class: 'citation', 'data-n': hit[1], title: src.filename, text: hit[0] }));
+      h('button', { class: 'citation', 'data-n': hit[1], 'aria-label': `Source ${hit[1]}: ${src.filename}`, title: src.filename, text: hit[0] }));
     at = hit.index + hit[0].length;
   }
   out.push(content.slice(at));
@@ -354,19 +398,19 @@ const loadOlder = () => busy(E.older, async () => {
   page.items.forEach(upsertMsg);
   open.next = page.next_before;
   renderMessages();
+  announce(`${page.items.length} older messages loaded.`);
   E.scroller.scrollTop = E.scroller.scrollHeight - fromEnd; // keep the reader where they were
   if (!open.next) E.log.firstElementChild?.focus({ preventScroll: true }); // the button is gone
 });
 
-/** Refetches the open conversation's messages (after a missed delta). */
+/** Refetches the open conversation's messages (after a missed delta); one already on its way will do. */
 function reloadMessages() {
-  if (!open || reloading) return;
-  const { id } = open;
-  reloading = true;
-  messagesOf(id, limitFor(open.msgs.size))
-    .then((page) => open?.id === id && page.items.forEach(upsertMsg))
-    .then(renderMessages, (e) => e.status === 404 || notice(e.message))
-    .finally(() => (reloading = false));
+  const o = open;
+  if (!o || o.loading) return;
+  o.loading++;
+  messagesOf(o.id, limitFor(o.msgs.size))
+    .then((page) => open === o && page.items.forEach(upsertMsg), (e) => e.status === 404 || notice(e.message))
+    .finally(() => settle(o));
 }
 
 // ---- live ----
@@ -377,7 +421,7 @@ export function onEvent({ type, data }) {
     case 'conversation.updated':
       return data.deleted ? removeConv(data.id) : putConv(data);
     case 'conversation.deleted':
-      return removeConv(data.id, 'This conversation was deleted.');
+      return removeConv(data.id, mine.has(data.id) ? '' : 'This conversation was deleted.');
     case 'message.created':
     case 'message.status_updated':
       if (data.deleted) return open?.msgs.delete(data.id) && renderMessages();
@@ -386,16 +430,25 @@ export function onEvent({ type, data }) {
   }
 }
 
-/** message.delta: splice by offset (in Unicode scalar values); skip text already there, refetch on a gap. */
-export function onDelta({ message_id: id, offset, delta }) {
-  const m = open?.msgs.get(id);
-  if (!m || !BUSY.has(m.status) || typeof delta !== 'string') return;
+/** message.delta: held while a snapshot loads, else spliced at once; a gap refetches. */
+export function onDelta(d) {
+  if (!open || typeof d.delta !== 'string' || !Number.isInteger(d.offset)) return;
+  if (open.loading) return void open.held.push(d);
+  if (!splice(d)) return reloadMessages(); // a delta went missing
+  renderMessages();
+}
+
+/** Splices a delta by offset (in Unicode scalar values), skipping text already there; false on a gap. */
+function splice({ message_id: id, offset, delta }) {
+  const m = open.msgs.get(id);
+  if (!m || !BUSY.has(m.status)) return true;
   const have = [...m.content].length;
   const add = [...delta];
-  if (offset > have) return reloadMessages(); // a delta went missing
-  if (offset + add.length <= have) return; // already there
-  open.msgs.set(id, { ...m, content: m.content + add.slice(have - offset).join(''), status: 'streaming' });
-  renderMessages();
+  if (offset > have) return false;
+  if (offset + add.length > have) {
+    open.msgs.set(id, { ...m, content: m.content + add.slice(have - offset).join(''), status: 'streaming' });
+  }
+  return true;
 }
 
 // ---- replies ----
@@ -406,9 +459,9 @@ async function act(btn) {
   btn.disabled = true;
   try {
     if (btn.dataset.act === 'cancel') {
-      upsertMsg(await api('POST', `/api/messages/${id}/cancel`));
+      upsertMsg(await api('POST', msgPath(id, 'cancel')));
     } else {
-      const r = await api('POST', `/api/messages/${id}/retry`, { headers: { Prefer: 'respond-async' } });
+      const r = await api('POST', msgPath(id, 'retry'), { headers: { Prefer: 'respond-async' } });
       upsertMsg(r.assistant_message || r);
     }
     renderMessages();
@@ -451,9 +504,10 @@ async function downloadSource() {
 function nameAfter(id, text) {
   const conv = convs.get(id);
   if (conv?.title !== 'New chat' || open?.id !== id || open.msgs.size > 2) return;
-  let title = text.trim().split('\n')[0].replace(/\s+/g, ' ');
-  if (title.length > 60) title = `${title.slice(0, 60).replace(/\s+\S*$/, '')}…`;
-  api('PATCH', `/api/conversations/${id}`, { body: { title } }).then(putConv, () => {});
+  const line = text.trim().split('\n')[0].replace(/\s+/g, ' ');
+  const title = cut(line, 60); // whole graphemes: a lone surrogate would be refused
+  api('PATCH', convPath(id), { body: { title: title === line ? line : `${title.replace(/\s+\S*$/, '')}…` } })
+    .then(putConv, () => {});
 }
 
 function autosize() {
@@ -471,7 +525,7 @@ async function send(e) {
   try {
     const id = open?.id || (await create());
     if (draft?.text !== text) draft = { text, key: crypto.randomUUID?.() ?? `${Date.now()}-${Math.random()}` };
-    const r = await api('POST', `/api/conversations/${id}/messages`, {
+    const r = await api('POST', convPath(id, '/messages'), {
       body: { content: text },
       headers: { Prefer: 'respond-async', 'Idempotency-Key': draft.key },
     });

@@ -1,14 +1,15 @@
 // Documents view: uploads with progress, the live list (status, attempts, reprocess, delete) and search.
 
 import { api, upload } from './api.js';
-import { $, h, fmtSize, fmtTime, fmtClock, confirmAction, notice, reconcile, busy } from './ui.js';
+import { $, h, fmtSize, fmtTime, fmtClock, confirmAction, notice, announce, reconcile, busy } from './ui.js';
 
 const PAGE = 50;
 let docs = new Map(); // id -> document
 let next = null; // cursor of the list's next page
 let loaded = false;
 let gen = 0;
-let jobs = new Map(); // document id -> its jobs, newest first (loaded when "Attempts" opens)
+let jobs = new Map(); // document id -> Map(job id -> job), from when "Attempts" opens; .ready once loaded
+let loadError = null; // why the first load failed (it is retried)
 let chain = Promise.resolve(); // uploads go one after another
 let E = {};
 
@@ -59,11 +60,17 @@ export function init() {
 export function reset() {
   docs = new Map();
   jobs = new Map();
-  next = null;
+  next = loadError = null;
   loaded = false;
   gen++;
   for (const el of [E.list, E.uploads, E.results]) el.replaceChildren();
   E.searchStatus.textContent = $('#search').value = '';
+  paint();
+}
+
+/** The first load failed (app.js tries again). */
+export function failed(why) {
+  loadError = why;
   paint();
 }
 
@@ -91,6 +98,9 @@ export function onEvent({ type, data }) {
 function put(d) {
   const cur = docs.get(d.id);
   if (cur && d.updated_at < cur.updated_at) return; // an older snapshot
+  if (cur && cur.status !== d.status && (d.status === 'ready' || d.status === 'failed')) {
+    announce(d.status === 'ready' ? `${d.filename} is ready.` : `${d.filename} failed: ${d.error || 'processing failed'}`);
+  }
   docs.set(d.id, d);
   paint();
 }
@@ -101,13 +111,17 @@ function forget(id) {
   paint();
 }
 
+/** Keeps the newer of `job` and the one in `map` (events and the jobs fetch cross); `tie`: `job` wins a tie. */
+function merge(map, job, tie) {
+  const cur = map.get(job.id);
+  if (!cur || job.updated_at > cur.updated_at || (tie && job.updated_at === cur.updated_at)) map.set(job.id, job);
+}
+
 function putJob(job) {
   const id = job.document_id;
-  const list = jobs.get(id);
-  if (!list) return; // not loaded: "Attempts" fetches them when opened
-  const i = list.findIndex((j) => j.id === job.id);
-  if (i < 0) list.unshift(job);
-  else if (job.updated_at >= list[i].updated_at) list[i] = job;
+  const map = jobs.get(id);
+  if (!map) return; // "Attempts" never opened: it fetches them when it opens
+  merge(map, job, true);
   const li = itemOf(id);
   if (li) paintJobs(li, id);
 }
@@ -118,7 +132,8 @@ function paint() {
   const items = [...docs.values()].sort(newestFirst);
   reconcile(E.list, items, 'documentId', docItem, paintDoc);
   E.more.hidden = !next;
-  E.status.textContent = !loaded ? 'Loading…' : items.length ? '' : 'No documents yet. Upload files to ask questions about them.';
+  E.status.textContent = loaded ? (items.length ? '' : 'No documents yet. Upload files to ask questions about them.')
+    : loadError ? `Could not load the documents: ${loadError} Trying again…` : 'Loading…';
 }
 
 function docItem(d) {
@@ -155,9 +170,14 @@ function paintDoc(li, d) {
 async function loadJobs(id) {
   const li = itemOf(id);
   if (!li) return;
-  if (!jobs.has(id)) paintJobs(li, id);
+  let map = jobs.get(id);
+  if (!map) jobs.set(id, (map = new Map())); // events from now on are kept, the fetch merges into them
+  if (!map.ready) paintJobs(li, id);
   try {
-    jobs.set(id, (await api('GET', docPath(id, '/jobs'))).items);
+    const { items } = await api('GET', docPath(id, '/jobs'));
+    if (jobs.get(id) !== map) return; // a resync started over
+    items.forEach((j) => merge(map, j, false));
+    map.ready = true;
     const fresh = itemOf(id);
     if (fresh) paintJobs(fresh, id);
   } catch (e) {
@@ -166,7 +186,8 @@ async function loadJobs(id) {
 }
 
 function paintJobs(li, id) {
-  const list = jobs.get(id);
+  const map = jobs.get(id);
+  const list = map?.ready && [...map.values()].sort(newestFirst);
   li.querySelector('.attempts').replaceChildren(...(!list ? [note('Loading…')] : !list.length ? [note('No attempts yet.')]
     : list.map((job) => h('div', { class: 'job' },
       h('p', { class: 'small', text: `Job ${job.status}${job.status === 'queued' && job.attempts.length

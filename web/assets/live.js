@@ -16,11 +16,11 @@ export class Live {
     this.tries = 0; // failed connections in a row: the backoff exponent
     this.timer = this.dog = 0; // reconnect timer; watchdog for a silent (dead) connection
     this.heartbeatMs = 25e3;
-    this.queue = null; // frames held while a resync runs
+    this.queue = null; // frames of this socket held while its resync runs
     this.stopped = true;
     this.liveSince = 0;
-    addEventListener('online', () => this.now());
-    document.addEventListener('visibilitychange', () => document.hidden || this.now());
+    addEventListener('online', () => this.wake());
+    document.addEventListener('visibilitychange', () => document.hidden || this.wake());
   }
 
   start() {
@@ -32,13 +32,17 @@ export class Live {
     this.stopped = true;
     clearTimeout(this.timer);
     this.drop(1000);
-    this.queue = null;
     this.h.state('offline');
   }
 
-  /** Waiting to retry while the network came back or the tab was shown again: go now. */
-  now() {
-    if (!this.stopped && !this.ws && this.timer) this.reconnect();
+  /** The network came back or the tab was shown again: retry now, or make an open (maybe dead) socket answer within 5 s. */
+  wake() {
+    const { ws } = this;
+    if (this.stopped) return;
+    if (!ws) return this.timer && this.reconnect();
+    if (ws.readyState !== WebSocket.OPEN || !this.liveSince) return; // connecting: the hello watchdog runs
+    try { ws.send('{"type":"ping"}'); } catch { /* closing already */ }
+    this.watch(5e3); // any frame (the pong) re-arms the watchdog
   }
 
   reconnect() {
@@ -75,20 +79,29 @@ export class Live {
   /** Detaches and closes the socket; its close event then changes nothing. */
   drop(code = 4000) {
     const { ws } = this;
-    this.ws = null;
-    clearTimeout(this.dog);
+    this.detach();
     if (!ws) return;
     ws.onmessage = ws.onclose = null;
     try { ws.close(code); } catch { /* closing already */ }
   }
 
-  closed(code) {
+  /** Forgets the socket; a resync it started dies with it: the next socket starts without `since` and loads again. */
+  detach() {
     this.ws = null;
     clearTimeout(this.dog);
+    if (this.queue) this.queue = this.last = null;
+  }
+
+  closed(code) {
+    this.detach();
     if (this.stopped) return;
     if (code === 4001 || code === 4003) return this.h.closed(code);
+    this.lost(); // 1012 (restart), 1001, 4008 (too slow), a lost network...
+  }
+
+  lost() {
     if (this.liveSince && Date.now() - this.liveSince > 10e3) this.tries = 0; // it was a good connection
-    this.retry(); // 1012 (restart), 1001, 4008 (too slow), a lost network...
+    this.retry();
   }
 
   /** Backoff: 1 s, 2 s, 4 s... capped at 30 s, with jitter over the upper half. */
@@ -105,7 +118,7 @@ export class Live {
     clearTimeout(this.dog);
     this.dog = setTimeout(() => {
       this.drop();
-      this.retry();
+      this.lost();
     }, ms);
   }
 
@@ -151,10 +164,11 @@ export class Live {
 
   /** Refetches over HTTP, then goes on after `head`; frames arriving meanwhile wait, in order. */
   async resync(head) {
-    this.queue = [];
+    const held = (this.queue = []);
     try {
       await this.h.resync();
     } catch (e) {
+      if (this.queue !== held) return; // the socket closed meanwhile
       this.queue = null; // `last` stays: reconnecting with it replays (or resyncs) what was missed
       if (!this.stopped && e.status !== 401) {
         this.drop();
@@ -162,9 +176,8 @@ export class Live {
       }
       return;
     }
-    if (this.stopped) return;
+    if (this.stopped || this.queue !== held) return; // the socket closed meanwhile: its successor loads again
     this.last = head ?? 0; // may go down: a database restored from a backup starts its ids over
-    const held = this.queue;
     this.queue = null;
     while (held.length) {
       const f = held.shift();

@@ -39,6 +39,19 @@ export function fmtSize(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
+const seg = globalThis.Intl?.Segmenter && new Intl.Segmenter();
+/** The longest start of `s` of at most `n` characters (code points) that does not split a grapheme. */
+export function cut(s, n) {
+  if ([...s].length <= n) return s;
+  let out = '';
+  let len = 0;
+  for (const g of seg ? Array.from(seg.segment(s), (x) => x.segment) : s) {
+    if ((len += [...g].length) > n) break;
+    out += g;
+  }
+  return out;
+}
+
 /** Opens a modal <dialog>; on close, focus goes back to the opener (or `fallback`). */
 export function openDialog(dlg, opener = document.activeElement, fallback = null) {
   dlg.querySelectorAll('.error').forEach((e) => (e.textContent = ''));
@@ -47,7 +60,11 @@ export function openDialog(dlg, opener = document.activeElement, fallback = null
   const app = $('#app');
   app.inert = true;
   app.setAttribute('aria-hidden', 'true');
+  // A modal dialog makes the rest of the page inert: the live regions come along, so they are still heard.
+  const regions = [$('#notice'), $('#announce')];
+  dlg.append(...regions);
   dlg.addEventListener('close', () => {
+    document.body.append(...regions);
     app.inert = false;
     app.removeAttribute('aria-hidden');
     const to = opener?.isConnected && opener.checkVisibility?.() !== false ? opener : fallback;
@@ -93,6 +110,13 @@ export async function busy(btn, fn) {
   } finally {
     btn.disabled = false;
   }
+}
+
+/** Says `text` politely to screen readers (a visually hidden live region; each text is its own addition). */
+export function announce(text) {
+  const p = h('p', { text });
+  $('#announce').append(p);
+  setTimeout(() => p.remove(), 10e3);
 }
 
 let noticeTimer = 0;
