@@ -48,10 +48,29 @@ impl Run {
     }
 }
 
+/// The `ragd` binary of this build: another package of the workspace, so
+/// cargo names no path for it; it is built beside this test's directory
+/// (`target/<profile>/ragd`) by `cargo test` at the workspace root.
+fn ragd() -> std::path::PathBuf {
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_ragd-bench"))
+        .parent()
+        .expect("the bench binary has a directory")
+        .to_path_buf();
+    let ragd = profile_dir.join("ragd");
+    assert!(
+        ragd.exists(),
+        "no ragd binary at {} (run the tests from the workspace root, or `cargo build --bins` first)",
+        ragd.display()
+    );
+    ragd
+}
+
 /// Runs `ragd-bench --json --ragd <ragd> <args...>`.
 fn bench(args: &[&str]) -> Run {
+    let ragd = ragd();
     let output = Command::new(env!("CARGO_BIN_EXE_ragd-bench"))
-        .args(["--json", "--timeout", "120", "--ragd", env!("CARGO_BIN_EXE_ragd")])
+        .args(["--json", "--timeout", "120", "--ragd"])
+        .arg(&ragd)
         .args(args)
         .output()
         .expect("run ragd-bench");

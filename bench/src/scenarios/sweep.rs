@@ -5,14 +5,19 @@
 //! that every one was healed: attempts closed `interrupted`, jobs requeued,
 //! replies `error`/"interrupted", each with its event.
 //!
-//! The data dir is migrated by `ragd::db::Db::open` (the server's own
-//! migrations), then filled with rusqlite in one transaction.
+//! The data dir is made with ragd's own code: migrated by `Db::open`, then
+//! filled through its storage functions (`documents::insert`,
+//! `jobs::enqueue`, `worker::transitions::claim`, `messages::insert_turn`),
+//! so it is what a crashed server leaves and follows every migration.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rusqlite::{Connection, OpenFlags, params};
+use ragd::db::{self, Db, conversations, documents, jobs, messages, users};
+use ragd::worker::transitions;
+use rusqlite::{Connection, OpenFlags};
 
 use crate::report::Report;
 use crate::server::{Spec, Target, temp_dir};
@@ -45,12 +50,7 @@ pub async fn run(ctx: &Ctx, args: &SweepArgs) -> Result<Report> {
     let dir = temp_dir("sweep")?;
     let building = Instant::now();
     let (jobs, replies, users) = (args.jobs, args.replies, args.users.max(1));
-    {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || build(&dir, jobs, replies, users))
-            .await
-            .map_err(|e| err(format!("build the data dir: {e}")))??;
-    }
+    let seeded_events = build(&dir, jobs, replies, users).await?;
     let build_time = building.elapsed();
     crate::progress(format!(
         "built a data dir with {jobs} running jobs and {replies} pending replies"
@@ -97,7 +97,7 @@ pub async fn run(ctx: &Ctx, args: &SweepArgs) -> Result<Report> {
     report.must_equal("jobs_requeued_or_failed", counts.jobs_healed, jobs as u64);
     report.must_be_zero("replies_left_pending", counts.pending_replies);
     report.must_equal("replies_interrupted", counts.interrupted_replies, replies as u64);
-    report.count("events_emitted", counts.events);
+    report.count("events_emitted", counts.events.saturating_sub(seeded_events));
     report.metric(
         "server_rss_after_ready_mib",
         reading.rss_kb as f64 / 1024.0,
@@ -112,92 +112,94 @@ pub async fn run(ctx: &Ctx, args: &SweepArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// Creates `<dir>/ragd.db` as a crashed server would leave it.
-fn build(dir: &Path, jobs: usize, replies: usize, users: usize) -> Result<()> {
+/// Jobs (or turns) written per write while building.
+const BUILD_BATCH: usize = 2_000;
+
+/// Creates `<dir>/ragd.db` as a crashed server would leave it; returns how
+/// many events it holds (the sweep's own are counted after it).
+async fn build(dir: &Path, jobs: usize, replies: usize, users: usize) -> Result<u64> {
     let path = dir.join("ragd.db");
-    // Migrate with the server's own code, then close it.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| err(format!("runtime: {e}")))?;
-    runtime.block_on(async {
-        let publish: ragd::db::Publisher = std::sync::Arc::new(|_| {});
-        let db = ragd::db::Db::open(&path, ragd::config::SyncMode::Normal, publish)
-            .map_err(|e| err(format!("migrate {}: {e}", path.display())))?;
-        db.close().await;
-        Ok::<_, crate::Error>(())
-    })?;
-    let mut conn = Connection::open(&path)?;
-    conn.pragma_update(None, "synchronous", "OFF")?;
-    let tx = conn.transaction()?;
-    let now = ragd::db::now_ms();
-    let started = now - 60_000;
-    let user_ids: Vec<String> = (0..users).map(|_| ragd::db::new_id()).collect();
-    for (u, id) in user_ids.iter().enumerate() {
-        tx.execute(
-            "INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?2, 'x', ?3)",
-            params![id, format!("sweep-{u}@example.com"), now],
-        )?;
+    let publish: db::Publisher = Arc::new(|_| {});
+    let db = tokio::task::spawn_blocking(move || Db::open(&path, ragd::config::SyncMode::Normal, publish))
+        .await
+        .map_err(|e| err(format!("open the data dir: {e}")))?
+        .map_err(|e| err(format!("migrate the data dir: {e}")))?;
+    let failed = |e: db::Error| err(format!("build the data dir: {e}"));
+    let now = db::now_ms();
+    let user_ids: Arc<Vec<String>> = Arc::new(
+        db.write(move |tx| {
+            (0..users)
+                .map(|u| {
+                    users::create(tx, &format!("sweep-{u}@example.com"), "x", now)?
+                        .map(|account| account.user.id)
+                        .ok_or(db::Error::Other("a sweep user exists already".into()))
+                })
+                .collect()
+        })
+        .await
+        .map_err(failed)?,
+    );
+    // Each job's document, the job, then its claim: running with an open
+    // attempt, its document parsing, as the dead worker left them.
+    for start in (0..jobs).step_by(BUILD_BATCH) {
+        let (n, ids) = ((jobs - start).min(BUILD_BATCH), Arc::clone(&user_ids));
+        db.write(move |tx| {
+            // Nobody listens to a data dir being built.
+            tx.store_only();
+            for i in start..start + n {
+                let user = &ids[i % ids.len()];
+                let doc = documents::NewDocument {
+                    id: db::new_id(),
+                    user_id: user.clone(),
+                    filename: format!("stale-{i}.txt"),
+                    content_type: "text/plain".into(),
+                    kind: "txt".into(),
+                    size_bytes: 1000,
+                    sha256: "0".repeat(64),
+                };
+                documents::insert(tx, &doc, now)?;
+                jobs::enqueue(tx, user, &doc.id, 3, now)?;
+            }
+            for _ in 0..n {
+                transitions::claim(tx, now, 60_000)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(failed)?;
     }
-    {
-        let mut document = tx.prepare(
-            "INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'text/plain', 'txt', 1000, ?4, 'parsing', ?5, ?5)",
-        )?;
-        let mut job = tx.prepare(
-            "INSERT INTO jobs (id, document_id, user_id, status, attempt, retry_count, max_retries, run_after, lease_until, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'running', 1, 0, 3, ?4, ?5, ?4, ?4)",
-        )?;
-        let mut attempt =
-            tx.prepare("INSERT INTO job_attempts (job_id, n, started_at) VALUES (?1, 1, ?2)")?;
-        let sha = "0".repeat(64);
-        for i in 0..jobs {
-            let user = &user_ids[i % users];
-            let (doc_id, job_id) = (ragd::db::new_id(), ragd::db::new_id());
-            document.execute(params![doc_id, user, format!("stale-{i}.txt"), sha, started])?;
-            job.execute(params![job_id, doc_id, user, started, now + 60_000])?;
-            attempt.execute(params![job_id, started])?;
-        }
-        let mut conversation = tx.prepare(
-            "INSERT INTO conversations (id, user_id, title, created_at, updated_at) VALUES (?1, ?2, 'stale', ?3, ?3)",
-        )?;
-        let mut message = tx.prepare(
-            "INSERT INTO messages (id, conversation_id, user_id, role, content, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-        )?;
-        let conversations: Vec<String> = user_ids
-            .iter()
-            .map(|user| {
-                let id = ragd::db::new_id();
-                conversation.execute(params![id, user, started]).map(|_| id)
-            })
-            .collect::<rusqlite::Result<_>>()?;
-        for i in 0..replies {
-            let (user, conv) = (&user_ids[i % users], &conversations[i % users]);
-            let at = started + i as i64;
-            message.execute(params![
-                ragd::db::new_id(),
-                conv,
-                user,
-                "user",
-                "a question",
-                "done",
-                at
-            ])?;
-            message.execute(params![
-                ragd::db::new_id(),
-                conv,
-                user,
-                "assistant",
-                "",
-                "pending",
-                at
-            ])?;
-        }
+    // One conversation per user; each turn a question and its pending reply.
+    let ids = Arc::clone(&user_ids);
+    let conversation_ids: Arc<Vec<String>> = Arc::new(
+        db.write(move |tx| {
+            ids.iter()
+                .map(|user| conversations::create(tx, user, "stale", now).map(|c| c.id))
+                .collect()
+        })
+        .await
+        .map_err(failed)?,
+    );
+    for start in (0..replies).step_by(BUILD_BATCH) {
+        let n = (replies - start).min(BUILD_BATCH);
+        let (ids, conversations) = (Arc::clone(&user_ids), Arc::clone(&conversation_ids));
+        db.write(move |tx| {
+            tx.store_only();
+            for i in start..start + n {
+                let at = i % ids.len();
+                messages::insert_turn(tx, &ids[at], &conversations[at], "a question", now)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(failed)?;
     }
-    tx.commit()?;
-    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
-    Ok(())
+    let events: i64 = db
+        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?))
+        .await
+        .map_err(failed)?;
+    db.checkpoint().await;
+    db.close().await;
+    Ok(u64::try_from(events).unwrap_or(0))
 }
 
 struct Counts {
