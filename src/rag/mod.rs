@@ -5,6 +5,7 @@
 
 mod extractive;
 mod openai;
+mod prompt;
 mod sse;
 
 use std::future::Future;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::prompt;
 use super::sse::SseReader;
 use super::{Answer, AnswerError, AnswerFuture, AnswerRequest, Answerer};
 use crate::config::{Config, Secret};
@@ -95,7 +96,7 @@ impl OpenAi {
     }
 
     async fn run(self, mut request: AnswerRequest) -> Result<Answer, AnswerError> {
-        let passages = within_budget(std::mem::take(&mut request.passages), self.context_chars);
+        let passages = prompt::within_budget(std::mem::take(&mut request.passages), self.context_chars);
         let body = self.body(&request, &passages);
         let url = format!("{}/chat/completions", self.base_url);
         let send = self.authorized(self.client.post(&url)).json(&body).send();
@@ -117,7 +118,7 @@ impl OpenAi {
     }
 
     fn body(&self, request: &AnswerRequest, passages: &[Passage]) -> Value {
-        let mut messages = vec![json!({"role": "system", "content": system_prompt(passages)})];
+        let mut messages = vec![json!({"role": "system", "content": prompt::system_prompt(passages)})];
         for turn in &request.history {
             messages.push(json!({"role": turn.role.as_str(), "content": turn.content}));
         }
@@ -293,66 +294,9 @@ fn preview(text: &str) -> String {
     short.trim().to_owned()
 }
 
-/// Keeps the best passages whose text fits the budget.
-fn within_budget(hits: Vec<Passage>, budget: usize) -> Vec<Passage> {
-    let mut used = 0;
-    hits.into_iter()
-        .take_while(|hit| {
-            used += hit.text.chars().count();
-            used <= budget
-        })
-        .collect()
-}
-
-fn system_prompt(passages: &[Passage]) -> String {
-    let mut prompt = String::from(
-        "You are ragd, an assistant that answers questions from the user's own documents.\n\
-         Answer using only the numbered passages below. After each statement, cite the passage it \
-         comes from with its number in square brackets, like [1] or [2][3]. If the passages do not \
-         contain the answer, say that the documents do not cover it.\n\nPassages:\n",
-    );
-    if passages.is_empty() {
-        prompt.push_str("(no passage of the user's documents matches this question)\n");
-    }
-    for (i, hit) in passages.iter().enumerate() {
-        // The title a passage falls under, when it has one, says what the
-        // passage is about.
-        let origin = match hit.context.as_str() {
-            "" => hit.filename.clone(),
-            title => format!("{}, a document titled \"{title}\"", hit.filename),
-        };
-        prompt.push_str(&format!("\n[{}] ({origin})\n{}\n", i + 1, hit.text.trim()));
-    }
-    prompt
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_passage_is_headed_by_its_file_and_title() {
-        let hit = |context: &str| Passage {
-            document_id: "d".into(),
-            filename: "soils.md".into(),
-            chunk_id: "1".into(),
-            snippet: String::new(),
-            score: 1.0,
-            text: " Drainage decides what grows. ".into(),
-            context: context.into(),
-        };
-        let prompt = system_prompt(&[hit("Volcanic soils"), hit("")]);
-        assert!(
-            prompt.contains(
-                "\n[1] (soils.md, a document titled \"Volcanic soils\")\nDrainage decides what grows.\n"
-            ),
-            "{prompt}"
-        );
-        assert!(
-            prompt.contains("\n[2] (soils.md)\nDrainage decides what grows.\n"),
-            "{prompt}"
-        );
-    }
 
     #[test]
     fn chunks_yield_their_text_and_errors_are_errors() {
