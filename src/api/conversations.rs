@@ -13,7 +13,7 @@ use super::extract::{
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::chat;
-use crate::db::{self, conversations::Conversation, conversations::ListKey};
+use crate::db::{self, ListKey, conversations::Conversation};
 use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
@@ -71,14 +71,14 @@ async fn list(
         None => None,
         Some(cursor) => {
             let (updated_at, id) = decode_time_cursor(cursor)?;
-            Some(ListKey { updated_at, id })
+            Some(ListKey { at: updated_at, id })
         }
     };
     let (items, last) = state
         .db
         .read(move |conn| db::conversations::list(conn, &user.id, limit, before.as_ref()))
         .await?;
-    let next_before = last.map(|k| encode_time_cursor(k.updated_at, &k.id));
+    let next_before = last.map(|k| encode_time_cursor(k.at, &k.id));
     Ok(Json(Page { items, next_before }))
 }
 

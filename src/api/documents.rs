@@ -18,7 +18,8 @@ use super::upload::{FORM_OVERHEAD, MIB};
 use super::{download, upload};
 use crate::AppState;
 use crate::auth::CurrentUser;
-use crate::db::documents::{self, Document, ListKey};
+use crate::db::ListKey;
+use crate::db::documents::{self, Document};
 use crate::db::jobs::Job;
 use crate::documents as ops;
 use crate::error::ApiError;
@@ -61,14 +62,14 @@ async fn list(
         None => None,
         Some(cursor) => {
             let (created_at, id) = decode_time_cursor(cursor)?;
-            Some(ListKey { created_at, id })
+            Some(ListKey { at: created_at, id })
         }
     };
     let (items, last) = state
         .db
         .read(move |conn| documents::list(conn, &user.id, limit, before.as_ref()))
         .await?;
-    let next_before = last.map(|k| encode_time_cursor(k.created_at, &k.id));
+    let next_before = last.map(|k| encode_time_cursor(k.at, &k.id));
     Ok(Json(json!({"items": items, "next_before": next_before})))
 }
 

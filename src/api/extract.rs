@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use base64::Engine;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
@@ -149,15 +148,4 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         )));
     }
     Ok(Some(key.to_owned()))
-}
-
-/// Identifies "the same request" for idempotency: method, path and body.
-pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(method.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(path.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(body);
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -16,7 +16,8 @@ use super::extract::{
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::chat::{self, Mode, Reply};
-use crate::db::messages::{ListKey, Message, Page};
+use crate::db::ListKey;
+use crate::db::messages::{Message, Page};
 use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
@@ -46,12 +47,12 @@ struct NewMessage {
 }
 
 fn cursor(key: &ListKey) -> String {
-    encode_time_cursor(key.created_at, &key.id)
+    encode_time_cursor(key.at, &key.id)
 }
 
 fn parse_cursor(raw: &str) -> Result<ListKey, ApiError> {
     let (created_at, id) = decode_time_cursor(raw)?;
-    Ok(ListKey { created_at, id })
+    Ok(ListKey { at: created_at, id })
 }
 
 async fn list(

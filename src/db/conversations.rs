@@ -6,7 +6,7 @@ use serde::Serialize;
 use tracing::instrument;
 
 use super::events::{self, Subject};
-use super::{Error, Result, Tx, format_ms};
+use super::{Error, ListKey, Result, Tx, format_ms};
 use crate::types::EventType;
 
 fn subject(id: &str) -> Subject<'_> {
@@ -21,13 +21,6 @@ pub struct Conversation {
     pub updated_at: String,
 }
 
-/// Position of a conversation in the list order, for cursors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListKey {
-    pub updated_at: i64,
-    pub id: String,
-}
-
 fn conversation(row: &Row<'_>) -> rusqlite::Result<(Conversation, ListKey)> {
     let id: String = row.get(0)?;
     let updated_at: i64 = row.get(3)?;
@@ -38,7 +31,7 @@ fn conversation(row: &Row<'_>) -> rusqlite::Result<(Conversation, ListKey)> {
             created_at: format_ms(row.get(2)?),
             updated_at: format_ms(updated_at),
         },
-        ListKey { updated_at, id },
+        ListKey { at: updated_at, id },
     ))
 }
 
@@ -85,31 +78,16 @@ pub fn list(
     limit: usize,
     before: Option<&ListKey>,
 ) -> Result<(Vec<Conversation>, Option<ListKey>)> {
-    let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-    let mut stmt = conn.prepare_cached(
+    super::list_page(
+        conn,
         "SELECT id, title, created_at, updated_at FROM conversations
          WHERE user_id = ?1 AND (?2 IS NULL OR (updated_at, id) < (?2, ?3))
          ORDER BY updated_at DESC, id DESC LIMIT ?4",
-    )?;
-    let rows = stmt
-        .query_map(
-            params![
-                user_id,
-                before.map(|k| k.updated_at),
-                before.map(|k| k.id.as_str()),
-                fetch
-            ],
-            conversation,
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let more = rows.len() > limit;
-    let mut items = Vec::with_capacity(limit.min(rows.len()));
-    let mut last = None;
-    for (conversation, key) in rows.into_iter().take(limit) {
-        items.push(conversation);
-        last = Some(key);
-    }
-    Ok((items, if more { last } else { None }))
+        user_id,
+        before,
+        limit,
+        conversation,
+    )
 }
 
 #[instrument(skip_all)]

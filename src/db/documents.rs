@@ -9,7 +9,7 @@ use serde::Serialize;
 use tracing::instrument;
 
 use super::events::{self, NewEvent, Subject};
-use super::{Error, Result, Tx, format_ms};
+use super::{Error, ListKey, Result, Tx, format_ms};
 use crate::types::{DocumentStatus, EventType};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -24,13 +24,6 @@ pub struct Document {
     pub chunk_count: i64,
     pub created_at: String,
     pub updated_at: String,
-}
-
-/// Position of a document in the list order (newest first), for cursors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListKey {
-    pub created_at: i64,
-    pub id: String,
 }
 
 /// A stored upload about to become a document.
@@ -63,7 +56,7 @@ fn document(row: &Row<'_>) -> rusqlite::Result<(Document, ListKey)> {
             created_at: format_ms(created_at),
             updated_at: format_ms(row.get(9)?),
         },
-        ListKey { created_at, id },
+        ListKey { at: created_at, id },
     ))
 }
 
@@ -135,31 +128,18 @@ pub fn list(
     limit: usize,
     before: Option<&ListKey>,
 ) -> Result<(Vec<Document>, Option<ListKey>)> {
-    let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-    let rows = conn
-        .prepare_cached(&format!(
+    super::list_page(
+        conn,
+        &format!(
             "SELECT {COLUMNS} FROM documents
              WHERE user_id = ?1 AND (?2 IS NULL OR (created_at, id) < (?2, ?3))
              ORDER BY created_at DESC, id DESC LIMIT ?4"
-        ))?
-        .query_map(
-            params![
-                user_id,
-                before.map(|k| k.created_at),
-                before.map(|k| k.id.as_str()),
-                fetch
-            ],
-            document,
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let more = rows.len() > limit;
-    let mut items = Vec::with_capacity(rows.len().min(limit));
-    let mut last = None;
-    for (doc, key) in rows.into_iter().take(limit) {
-        items.push(doc);
-        last = Some(key);
-    }
-    Ok((items, if more { last } else { None }))
+        ),
+        user_id,
+        before,
+        limit,
+        document,
+    )
 }
 
 /// Moves the document to `status` (with `error`), with its event.

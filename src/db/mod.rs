@@ -276,6 +276,59 @@ fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Where an item is in a list's order (a timestamp and its id, which breaks
+/// ties), for cursors: the next page starts strictly after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListKey {
+    pub at: i64,
+    pub id: String,
+}
+
+/// One page of an owner's list ordered by (timestamp, id), strictly after
+/// `before`: `sql` takes the owner as ?1, the key as ?2 and ?3 (NULL for the
+/// first page) and how many rows to fetch as ?4.
+pub(crate) fn list_page<T>(
+    conn: &Connection,
+    sql: &str,
+    owner: &str,
+    before: Option<&ListKey>,
+    limit: usize,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<(T, ListKey)>,
+) -> Result<(Vec<T>, Option<ListKey>)> {
+    let rows = conn
+        .prepare_cached(sql)?
+        .query_map(
+            rusqlite::params![
+                owner,
+                before.map(|k| k.at),
+                before.map(|k| k.id.as_str()),
+                fetch_for(limit)
+            ],
+            row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(page(rows, limit))
+}
+
+/// How many rows to ask for a page of `limit`: one more shows whether
+/// more follow.
+pub(crate) fn fetch_for(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)
+}
+
+/// A page of `rows` (asked for with `fetch_for(limit)`): its first `limit`
+/// items, and the key of the last of them when more follow.
+pub(crate) fn page<T>(rows: Vec<(T, ListKey)>, limit: usize) -> (Vec<T>, Option<ListKey>) {
+    let more = rows.len() > limit;
+    let mut items = Vec::with_capacity(rows.len().min(limit));
+    let mut last = None;
+    for (item, key) in rows.into_iter().take(limit) {
+        items.push(item);
+        last = Some(key);
+    }
+    (items, last.filter(|_| more))
+}
+
 /// Milliseconds since the Unix epoch: how timestamps are stored.
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();

@@ -1,7 +1,7 @@
 //! Bodies on a watched connection: a request body that must keep coming
 //! ([`TimedBody`]: 408 when it stalls or trickles), and a response body that
 //! ends its request's time on the connection when it is dropped
-//! ([`Tracked`]).
+//! ([`tracked`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
+use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep};
 
 use super::Limits;
@@ -129,31 +130,13 @@ impl Drop for Finished {
     }
 }
 
-/// A response body that ends its request's time on the connection when it
-/// is dropped (written whole, or dropped with the connection).
-pub struct Tracked {
-    pub body: Body,
-    pub _finished: Finished,
-}
-
-impl HttpBody for Tracked {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
+/// `body`, holding `finished` until it is dropped (written whole, or dropped
+/// with the connection): then its request's time on the connection ends.
+pub fn tracked(body: Body, finished: Finished) -> Body {
+    Body::new(body.map_frame(move |frame| {
+        let _held = &finished;
+        frame
+    }))
 }
 
 #[cfg(test)]

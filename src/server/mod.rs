@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 
 pub use body::body_too_slow;
-use body::{Finished, TimedBody, Tracked};
+use body::{Finished, TimedBody, tracked};
 use watch::{Watch, Watched};
 
 /// The largest request head, request line included (431 above it).
@@ -263,12 +263,7 @@ impl Service<Request<hyper::body::Incoming>> for Served {
             };
             // The request counts as served until its whole response body
             // has been written (or dropped with the connection).
-            Ok(response.map(|body| {
-                Body::new(Tracked {
-                    body,
-                    _finished: finished,
-                })
-            }))
+            Ok(response.map(|body| tracked(body, finished)))
         })
     }
 }

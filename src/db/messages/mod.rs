@@ -9,7 +9,7 @@ use tracing::instrument;
 mod reply;
 
 use super::events::Subject;
-use super::{Error, Result, Tx, format_ms};
+use super::{Error, ListKey, Result, Tx, format_ms};
 use crate::types::{EventType, MessageStatus, Role, Source, Turn};
 pub use reply::{
     cancel, cancel_generation, finish, interrupt_unfinished, mark_streaming, reset_for_retry, save_partial,
@@ -30,13 +30,6 @@ pub struct Message {
     /// new one); not part of the API.
     #[serde(skip)]
     pub generation: i64,
-}
-
-/// Position of a message in its conversation, for cursors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListKey {
-    pub created_at: i64,
-    pub id: String,
 }
 
 /// Which page of a conversation to list.
@@ -73,7 +66,7 @@ fn message(row: &Row<'_>) -> rusqlite::Result<Row2> {
     let id: String = row.get(0)?;
     Ok(Row2 {
         key: ListKey {
-            created_at,
+            at: created_at,
             id: id.clone(),
         },
         message: Message {
@@ -253,7 +246,7 @@ pub fn list(
 ) -> Result<Listed> {
     // The conversation must be the caller's, even when it has no messages.
     super::conversations::get(conn, user_id, conversation_id)?;
-    let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+    let fetch = super::fetch_for(limit);
     let (sql, key, descending) = match &page {
         Page::Before(key) => (
             format!(
@@ -279,7 +272,7 @@ pub fn list(
         .query_map(
             params![
                 conversation_id,
-                key.map(|k| k.created_at),
+                key.map(|k| k.at),
                 key.map(|k| k.id.as_str()),
                 fetch
             ],

@@ -155,7 +155,7 @@ pub fn reset_for_retry(tx: &mut Tx<'_>, user_id: &str, id: &str, now: i64) -> Re
              ORDER BY created_at DESC, id DESC LIMIT 1",
         )?
         .query_row(
-            params![row.message.conversation_id, row.key.created_at, row.key.id],
+            params![row.message.conversation_id, row.key.at, row.key.id],
             |r| r.get(0),
         )
         .optional()?
@@ -178,7 +178,7 @@ pub fn interrupt_unfinished(tx: &mut Tx<'_>, now: i64) -> Result<usize> {
         .query_map([now], message)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     // RETURNING has no order: emit in creation order.
-    rows.sort_unstable_by(|a, b| (a.key.created_at, &a.key.id).cmp(&(b.key.created_at, &b.key.id)));
+    rows.sort_unstable_by(|a, b| (a.key.at, &a.key.id).cmp(&(b.key.at, &b.key.id)));
     let events = rows
         .iter()
         .map(|row| {
