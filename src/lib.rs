@@ -25,13 +25,16 @@ pub mod rag;
 pub mod realtime;
 pub mod reserve;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod types;
 mod web;
+pub mod words;
 pub mod worker;
 
 mod app;
 mod lock;
 
-pub use app::{App, AppState, Hooks, StartupError, run};
+pub use app::{App, StartupError, run};
 pub use config::Config;
+pub use state::{AppState, Hooks};

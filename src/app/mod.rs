@@ -1,4 +1,4 @@
-//! The application: its shared state, and start-up in the order of
+//! The application: start-up in the order of
 //! docs/API.md ("Health and operations"): lock the data dir, migrate, run
 //! the start-up sweeps (`sweep`), then listen and serve until a signal
 //! (`serve`, which also shuts down in order).
@@ -6,11 +6,8 @@
 mod serve;
 mod sweep;
 
-use std::ops::Deref;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,74 +22,7 @@ use crate::lock::DataDirLock;
 use crate::rag::{Answerer, Extractive, OpenAi};
 use crate::realtime::Hub;
 use crate::reserve::DiskReserve;
-
-/// Shared state of every request: cheap to clone (one `Arc`).
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-pub struct Shared {
-    pub config: Config,
-    pub db: Db,
-    pub jwt: JwtKeys,
-    pub limiter: LoginLimiter,
-    pub registrations: RegistrationLimiter,
-    pub hub: Hub,
-    pub tickets: Tickets,
-    pub generations: Generations,
-    pub answerer: Arc<dyn Answerer>,
-    pub hooks: Hooks,
-    pub worker: crate::worker::Control,
-    /// Uploaded originals: `<data-dir>/files/<document id>`.
-    pub files: Files,
-    /// Space kept free for deletions on a full disk.
-    pub reserve: DiskReserve,
-    /// Cancelled when shutdown begins: sockets close with 1012.
-    pub stopping: CancellationToken,
-}
-
-impl Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// A write that frees space (deleting a document, a conversation, an
-    /// account). On a full disk it would fail like any other: then the disk
-    /// reserve is released, the WAL checkpointed and truncated, and the write
-    /// runs once more.
-    pub async fn write_to_free_space<T, F>(&self, f: F) -> db::Result<T>
-    where
-        T: Send + 'static,
-        F: Fn(&mut db::Tx<'_>) -> db::Result<T> + Clone + Send + 'static,
-    {
-        match self.db.write(f.clone()).await {
-            Err(db::Error::DiskFull) => {
-                self.reserve.release().await;
-                self.db.checkpoint().await;
-                self.db.write(f).await
-            }
-            other => other,
-        }
-    }
-}
-
-/// Seams for tests, reachable from Rust code only: never from the command
-/// line or the environment of a release build.
-#[derive(Clone, Default)]
-pub struct Hooks {
-    /// Answers with this provider instead of the configured one.
-    pub answerer: Option<Arc<dyn Answerer>>,
-    /// Each `/ws` with `since` sleeps this long after subscribing to live
-    /// events and before reading the stored ones, so a test can commit
-    /// writes in exactly that window.
-    pub replay_pause: Option<Duration>,
-    /// The binary the worker starts as its parser child (`ragd parse`);
-    /// in-process tests point it at the built `ragd`, since their own
-    /// executable is the test harness.
-    pub parser_exe: Option<PathBuf>,
-}
+use crate::state::{AppState, Hooks, Shared};
 
 /// Why the server could not start; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +92,7 @@ impl App {
                 Arc::new(provider)
             }
         };
-        let state = AppState(Arc::new(Shared {
+        let state = AppState::new(Shared {
             jwt,
             limiter: LoginLimiter::default(),
             registrations: RegistrationLimiter::new(config.registrations_per_hour),
@@ -177,7 +107,7 @@ impl App {
             stopping: CancellationToken::new(),
             db,
             config,
-        }));
+        });
         Ok(App { state, _lock: lock })
     }
 

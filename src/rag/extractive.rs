@@ -3,8 +3,8 @@
 //! citation. Deterministic; no model.
 
 use super::{Answer, AnswerFuture, AnswerRequest, Answerer};
-use crate::db;
 use crate::types::Passage;
+use crate::words::is_stop_word;
 
 /// Passages quoted per question (the best of those retrieved); each
 /// becomes at most one citation.
@@ -58,7 +58,7 @@ fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
-        .filter(|w| !db::chunks::is_stop_word(w))
+        .filter(|w| !is_stop_word(w))
         .collect()
 }
 

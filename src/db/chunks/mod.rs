@@ -14,7 +14,7 @@ use tracing::instrument;
 use super::Result;
 use crate::types::ChunkText;
 pub use index::{drop_user_index, index_pending, merge_index_step};
-pub use search::{is_stop_word, search};
+pub use search::search;
 
 /// Swaps in a document's new chunk set: the old chunks leave (their index
 /// entries follow, see `index`), the new ones take new ids.

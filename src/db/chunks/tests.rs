@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 use super::index::user_index;
-use super::search::{STOP_WORDS, any_of, query_terms, rank, rank_by_rare_terms};
+use super::search::{any_of, query_terms, rank, rank_by_rare_terms};
 use super::*;
 
 /// A migrated database holding, per user, one document with these
@@ -362,11 +362,6 @@ fn search_never_returns_another_users_chunks() {
         assert!(!hits.is_empty(), "{text}");
         assert!(hits.iter().all(|h| h.document_id == "doc-u2"), "{text}");
     }
-}
-
-#[test]
-fn stop_words_are_sorted_for_binary_search() {
-    assert!(STOP_WORDS.windows(2).all(|w| w[0] < w[1]));
 }
 
 /// The FTS5 query `search` ranks for `text` (`None`: nothing searchable).
