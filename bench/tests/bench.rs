@@ -48,10 +48,15 @@ impl Run {
     }
 }
 
-/// The `ragd` binary of this build: another package of the workspace, so
-/// cargo names no path for it; it is built beside this test's directory
-/// (`target/<profile>/ragd`) by `cargo test` at the workspace root.
+/// The `ragd` binary to drive: `$RAGD_BIN`, or else the one of this build
+/// (another package of the workspace, so cargo names no path for it: it is
+/// built beside this test's directory, `target/<profile>/ragd`, by `cargo
+/// test` at the workspace root; `cargo test -p ragd-bench` alone does not
+/// build it).
 fn ragd() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("RAGD_BIN") {
+        return path.into();
+    }
     let profile_dir = Path::new(env!("CARGO_BIN_EXE_ragd-bench"))
         .parent()
         .expect("the bench binary has a directory")

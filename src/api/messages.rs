@@ -92,6 +92,8 @@ async fn create(
     headers: HeaderMap,
     AppJson(body): AppJson<NewMessage>,
 ) -> Result<Response, ApiError> {
+    // The content is checked before the key (422 before 400), as always.
+    chat::check_content(&body.content)?;
     let key = idempotency_key(&headers)?;
     let reply = chat::post(
         &state,

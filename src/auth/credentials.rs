@@ -10,6 +10,7 @@ use super::current_user::authenticate;
 use crate::AppState;
 use crate::db;
 use crate::error::ApiError;
+use crate::realtime::session::Peer;
 
 /// The token of an `Authorization: Bearer <token>` header. The scheme is
 /// case-insensitive (RFC 9110 11.1), so `bearer` and `BEARER` count too;
@@ -19,16 +20,6 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = value.split_once([' ', '\t'])?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// Who a socket belongs to and until when.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub user_id: String,
-    /// The token version the credential was issued under.
-    pub token_version: i64,
-    /// Unix seconds at which the credential expires (close 4001).
-    pub expires_at: i64,
 }
 
 /// What a socket's credentials were.

@@ -50,6 +50,17 @@ pub struct Accepted {
     pub assistant_message: Message,
 }
 
+/// A message's content: 1 to 32,768 characters, not only whitespace (422).
+pub fn check_content(content: &str) -> Result<(), ApiError> {
+    let n = content.chars().count();
+    if n == 0 || n > MAX_CONTENT_CHARS || content.trim().is_empty() {
+        return Err(ApiError::Validation(format!(
+            "content must be 1 to {MAX_CONTENT_CHARS} characters and not only whitespace"
+        )));
+    }
+    Ok(())
+}
+
 /// The ids a keyed turn records, so a repeat answers with the same messages.
 #[derive(Serialize, serde::Deserialize)]
 struct TurnIds {
@@ -69,12 +80,7 @@ pub async fn post(
     key: Option<String>,
     mode: Mode,
 ) -> Result<Reply, ApiError> {
-    let n = content.chars().count();
-    if n == 0 || n > MAX_CONTENT_CHARS || content.trim().is_empty() {
-        return Err(ApiError::Validation(format!(
-            "content must be 1 to {MAX_CONTENT_CHARS} characters and not only whitespace"
-        )));
-    }
+    check_content(&content)?;
     let path = format!("/api/conversations/{conversation_id}/messages");
     let keyed = key.map(|key| Keyed::new(key, "POST", path, content.as_bytes()));
     let status: u16 = match mode {
@@ -209,7 +215,11 @@ pub async fn list(
     let (user, conversation) = (user_id.to_owned(), conversation_id.to_owned());
     let mut listed = state
         .db
-        .read(move |conn| messages::list(conn, &user, &conversation, limit, page))
+        .read(move |conn| {
+            // The conversation must be the caller's, even when it has no messages.
+            db::conversations::get(conn, &user, &conversation)?;
+            messages::list(conn, &user, &conversation, limit, page)
+        })
         .await?;
     live(state, user_id, &mut listed.items).await;
     Ok(listed)

@@ -203,6 +203,59 @@ mod tests {
     }
 
     #[test]
+    fn expired_and_shutdown_rescues_emit_the_same_pairs() {
+        let (_dir, conn) = migrated();
+        let u = user(&conn);
+        let expired = job_in(&conn, &u, "running", 3, 4_000);
+        let held = job_in(&conn, &u, "running", 0, 6_000);
+        let (count, frames) = run_rescue(&conn, Rescue::Expired, 5_000);
+        assert_eq!(count, 1);
+        assert_eq!(kinds_and_data(&frames), expected(&conn, &u, &[&expired]));
+
+        let last_retry = job_in(&conn, &u, "running", 3, 10_000);
+        let (count, frames) = run_rescue(&conn, Rescue::Shutdown, 7_000);
+        assert_eq!(count, 2);
+        let mut in_order = [held.as_str(), last_retry.as_str()];
+        in_order.sort_unstable();
+        assert_eq!(kinds_and_data(&frames), expected(&conn, &u, &in_order));
+        let ids: Vec<i64> = frames.iter().map(|f| f["id"].as_i64().unwrap_or(0)).collect();
+        assert_eq!(ids, [3, 4, 5, 6], "the user's sequence continues without a gap");
+    }
+
+    #[test]
+    fn a_rescue_of_several_slices_emits_each_job_then_its_document_in_order() {
+        let (_dir, conn) = migrated();
+        let users = [user(&conn), user(&conn)];
+        conn.execute_batch("BEGIN").expect("begin");
+        let running: Vec<(usize, String)> = (0..2_500)
+            .map(|n| (n % 2, job_in(&conn, &users[n % 2], "running", 0, 10_000)))
+            .collect();
+        conn.execute_batch("COMMIT").expect("commit");
+        let mut tx = tx(&conn);
+        conn.execute_batch("BEGIN").expect("begin");
+        assert_eq!(
+            rescue(&mut tx, Rescue::All, 5_000).expect("rescue"),
+            running.len()
+        );
+        conn.execute_batch("COMMIT").expect("commit");
+        let frames = frames_by_user(&tx);
+        assert_eq!(frames.len(), 2 * running.len());
+        let mut next = [1, 1];
+        for ((owner, job), pair) in running.iter().zip(frames.chunks(2)) {
+            let (user, job_frame) = &pair[0];
+            let (_, doc_frame) = &pair[1];
+            assert_eq!(user, &users[*owner]);
+            assert_eq!(job_frame["type"], json!("job.status_updated"), "{job}");
+            assert_eq!(job_frame["data"]["id"], json!(job));
+            assert_eq!(doc_frame["type"], json!("document.status_updated"), "{job}");
+            assert_eq!(doc_frame["data"]["id"], job_frame["data"]["document_id"]);
+            assert_eq!(job_frame["id"], json!(next[*owner]), "{job}");
+            assert_eq!(doc_frame["id"], json!(next[*owner] + 1), "{job}");
+            next[*owner] += 2;
+        }
+    }
+
+    #[test]
     fn a_store_only_write_stores_its_events_and_keeps_no_frames() {
         let (_dir, conn) = migrated();
         let u = user(&conn);

@@ -253,10 +253,13 @@ pub fn renew(conn: &Connection, claimed: &Claimed, lease_until: i64) -> Result<b
 }
 
 /// Closes the attempt and moves the job as `end` says, with the job's
-/// event. The caller holds the attempt (`holds`/`counts` in the same
-/// transaction).
+/// event; fenced like every write of an attempt: `Conflict` (and nothing
+/// changes) when the attempt no longer holds the job.
 #[instrument(skip_all)]
 pub fn end_attempt(tx: &mut Tx<'_>, claimed: &Claimed, end: &End, now: i64) -> Result<Job> {
+    if !holds(tx, claimed)? {
+        return Err(super::Error::Conflict("the attempt no longer holds its job"));
+    }
     let attempt_error = match end {
         End::Succeeded => None,
         End::Retry { error, .. } | End::Wait { error, .. } => Some(error.as_str()),

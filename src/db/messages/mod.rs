@@ -236,6 +236,8 @@ pub struct Listed {
     pub more_before: bool,
 }
 
+/// One page of a conversation's messages (only the user's: the caller
+/// checks the conversation is theirs, so another's is 404 even when empty).
 #[instrument(skip_all)]
 pub fn list(
     conn: &Connection,
@@ -244,13 +246,11 @@ pub fn list(
     limit: usize,
     page: Page,
 ) -> Result<Listed> {
-    // The conversation must be the caller's, even when it has no messages.
-    super::conversations::get(conn, user_id, conversation_id)?;
     let fetch = super::fetch_for(limit);
     let (sql, key, descending) = match &page {
         Page::Before(key) => (
             format!(
-                "SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1
+                "SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1 AND user_id = ?5
                  AND (?2 IS NULL OR (created_at, id) < (?2, ?3))
                  ORDER BY created_at DESC, id DESC LIMIT ?4"
             ),
@@ -259,7 +259,7 @@ pub fn list(
         ),
         Page::After(key) => (
             format!(
-                "SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1
+                "SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1 AND user_id = ?5
                  AND (?2 IS NULL OR (created_at, id) > (?2, ?3))
                  ORDER BY created_at ASC, id ASC LIMIT ?4"
             ),
@@ -274,7 +274,8 @@ pub fn list(
                 conversation_id,
                 key.map(|k| k.at),
                 key.map(|k| k.id.as_str()),
-                fetch
+                fetch,
+                user_id
             ],
             message,
         )?

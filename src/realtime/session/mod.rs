@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 use super::close;
 use super::frames::Control;
 use super::hub::{Push, Subscription};
-use crate::auth::credentials::Peer;
 use crate::db::{self, Db};
 
 /// Inbound frames above this close the socket with 1009.
@@ -29,6 +28,16 @@ const REPLAY_PAGE: usize = 500;
 /// Frames already queued for a socket are written together, up to this
 /// many, then flushed with one system call.
 const BURST: usize = 64;
+
+/// Who a socket belongs to and until when.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub user_id: String,
+    /// The token version the credential was issued under.
+    pub token_version: i64,
+    /// Unix seconds at which the credential expires (close 4001).
+    pub expires_at: i64,
+}
 
 /// What a session needs of the server.
 #[derive(Clone)]

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, PollSender};
 
+use super::Peer;
 use super::{Env, run};
-use crate::auth::credentials::Peer;
 use crate::config::SyncMode;
 use crate::db::{self, Db, events::Subject};
 use crate::realtime::Hub;
@@ -225,9 +225,9 @@ async fn a_socket_that_falls_behind_the_channel_catches_up_from_the_log() {
     // The client reads nothing while 600 events commit: the session's
     // writes wait, the channel (256 frames) overflows.
     let mut client = w.open(1, 5_000, None, None);
-    w.emit(600).await;
     let hello = client.next().await;
     assert_eq!(hello["data"]["head"], json!(0));
+    w.emit(600).await;
     let ids = client.ids(600).await;
     assert_eq!(ids, (1..=600).collect::<Vec<_>>(), "every id once, in order");
 }
@@ -236,6 +236,7 @@ async fn a_socket_that_falls_behind_the_channel_catches_up_from_the_log() {
 async fn a_socket_further_behind_than_the_lag_bound_is_closed_with_4008() {
     let w = world().await;
     let mut client = w.open(1, 100, None, None);
+    assert_eq!(client.next().await["type"], json!("hello"));
     w.emit(600).await;
     let mut closed = None;
     for _ in 0..1_000 {
