@@ -99,10 +99,11 @@ pub fn start(
 /// Gathers the turn's history and passages, then runs the answer provider
 /// with its streamed text going through `streamer`.
 async fn answer(state: &AppState, turn: &Turn, streamer: &mut Streamer) -> Outcome {
-    let passages = match retrieval::passages(state, &turn.user_id, &turn.question).await {
-        Ok(passages) => passages,
-        Err(AnswerError(message)) => return Outcome::Failed(message, None),
-    };
+    let passages =
+        match retrieval::passages(state, &turn.user_id, &turn.question, state.answerer.passages()).await {
+            Ok(passages) => passages,
+            Err(AnswerError(message)) => return Outcome::Failed(message, None),
+        };
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     let request = AnswerRequest {
         question: turn.question.clone(),

@@ -1,6 +1,6 @@
 //! The one retrieval step of a chat turn: the best passages of the user's
-//! ready documents for the question, which every answer provider receives
-//! (the extractive one quotes the first few, a model reads as many as fit
+//! ready documents for the question, as many as the answer provider can
+//! use (the extractive one quotes 4, a model reads up to 8, as many as fit
 //! its context budget).
 
 use crate::AppState;
@@ -8,15 +8,18 @@ use crate::db;
 use crate::rag::AnswerError;
 use crate::types::Passage;
 
-/// Passages retrieved per question.
-pub const PASSAGES: usize = 8;
-
-/// The question's passages, best first.
-pub async fn passages(state: &AppState, user_id: &str, question: &str) -> Result<Vec<Passage>, AnswerError> {
+/// The question's best `count` passages, best first (`count` is what the
+/// answer provider can use: `Answerer::passages`).
+pub async fn passages(
+    state: &AppState,
+    user_id: &str,
+    question: &str,
+    count: usize,
+) -> Result<Vec<Passage>, AnswerError> {
     let (user_id, question) = (user_id.to_owned(), question.to_owned());
     state
         .db
-        .read(move |conn| db::chunks::search(conn, &user_id, &question, PASSAGES))
+        .read(move |conn| db::chunks::search(conn, &user_id, &question, count))
         .await
         .map_err(|e| AnswerError(format!("cannot search your documents right now ({e}); retry")))
 }

@@ -29,6 +29,10 @@ impl Answerer for Extractive {
     fn uses_history(&self) -> bool {
         false
     }
+
+    fn passages(&self) -> usize {
+        PASSAGES
+    }
 }
 
 /// Builds the answer: for each passage, its sentences that share the most

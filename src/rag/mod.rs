@@ -77,6 +77,13 @@ pub trait Answerer: Send + Sync + 'static {
     fn uses_history(&self) -> bool {
         true
     }
+
+    /// How many passages `answer` can use, best first: the retrieval step
+    /// fetches no more (each costs a snippet, and a smaller top-k lets the
+    /// search prove its result sooner).
+    fn passages(&self) -> usize {
+        8
+    }
 }
 
 /// An answerer that never answers: the `test-hooks` build uses it to leave

@@ -1679,6 +1679,49 @@ async fn the_prompt_carries_numbered_passages_the_conversation_and_the_question_
     assert_eq!(first_messages[1], json!({"role": "user", "content": first}));
 }
 
+/// Ten documents that all match the question "Which harbour is it?".
+async fn ten_harbours(app: &TestApp, token: &str) {
+    let api = Api::of(app);
+    for n in 1..=10 {
+        let text = format!("Harbour number {n} keeps boats and nets in a quiet harbour.");
+        api.upload_ready(token, &format!("harbour-{n}.txt"), text.as_bytes())
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_reads_eight_passages_and_the_extractive_answer_quotes_four() {
+    let fake = FakeLlm::start(stream_of(&["Harbours [1]."], ms(10))).await;
+    let app = spawn_app(&fake, &[]).await;
+    let (token, conversation) = user_with_conversation(&app, "harbours@example.com").await;
+    ten_harbours(&app, &token).await;
+    let reply = ask_bounded(&app, &token, &conversation, "Which harbour is it?").await;
+    assert_eq!(reply["status"], json!("done"), "{reply}");
+    let prompt = system_prompt(&fake.only_chat_request().json());
+    for n in 1..=8 {
+        assert!(
+            prompt.contains(&format!("[{n}] (harbour-")),
+            "passage [{n}] in:\n{prompt}"
+        );
+    }
+    assert!(!prompt.contains("[9] ("), "no ninth passage:\n{prompt}");
+
+    let app = TestApp::spawn().await;
+    let (token, conversation) = user_with_conversation(&app, "quotes@example.com").await;
+    ten_harbours(&app, &token).await;
+    let reply = ask_bounded(&app, &token, &conversation, "Which harbour is it?").await;
+    let sources = reply["sources"].as_array().expect("sources");
+    assert_eq!(
+        sources.len(),
+        4,
+        "the extractive answer quotes four passages: {reply}"
+    );
+    assert!(
+        reply["content"].as_str().is_some_and(|c| c.contains("[4]")),
+        "{reply}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_sampling_flags_the_request_leaves_them_to_the_server() {
     let fake = FakeLlm::start(stream_of(&["Hi."], ms(10))).await;
