@@ -155,15 +155,14 @@ pub async fn delete(
     let (id, hub) = (user.id.clone(), state.hub.clone());
     state
         .write_to_free_space(move |tx| {
-            // The index first, so that the chunks' deletes need not queue
-            // their text for it.
-            db::chunks::drop_user_index(tx, &id)?;
+            db::chunks::forget_user(tx, &id)?;
             db::users::delete(tx, &id)?;
             let (hub, id) = (hub.clone(), id.clone());
             tx.after_commit(move || hub.close_user(&id, close::REVOKED, "account deleted"));
             Ok(())
         })
         .await?;
+    state.worker.indexing.changed();
     for document_id in &documents {
         state.worker.cancel_document(document_id);
         state.files.remove(document_id).await;

@@ -24,6 +24,7 @@ pub mod names;
 pub mod rag;
 pub mod realtime;
 pub mod reserve;
+pub mod search;
 pub mod server;
 pub mod state;
 pub mod telemetry;

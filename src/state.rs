@@ -35,6 +35,8 @@ pub struct Shared {
     pub answerer: Arc<dyn Answerer>,
     pub hooks: Hooks,
     pub worker: crate::worker::Control,
+    /// The full-text index of every chunk: `<data-dir>/index/`.
+    pub search: crate::search::Index,
     /// Uploaded originals: `<data-dir>/files/<document id>`.
     pub files: Files,
     /// Space kept free for deletions on a full disk.

@@ -172,6 +172,16 @@ pub struct ChunkText {
     pub context: String,
 }
 
+/// A stored chunk on its way into the full-text index (`search`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexChunk {
+    pub rowid: i64,
+    /// The owner's key in the index (`user_indexes.n`).
+    pub user_key: i64,
+    pub context: String,
+    pub text: String,
+}
+
 /// An earlier message of a conversation, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Turn {

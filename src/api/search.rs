@@ -9,7 +9,6 @@ use serde_json::json;
 use super::extract::{AppQuery, limit};
 use crate::AppState;
 use crate::auth::CurrentUser;
-use crate::db;
 use crate::error::ApiError;
 use crate::types::{Passage, Source};
 
@@ -33,10 +32,7 @@ async fn search(
         return Err(ApiError::Validation("q must not be blank".into()));
     }
     let limit = limit(query.limit, 10, 50)?;
-    let passages = state
-        .db
-        .read(move |conn| db::chunks::search(conn, &user.id, &q, limit))
-        .await?;
+    let passages = crate::documents::search(&state, &user.id, &q, limit).await?;
     let items: Vec<Source> = passages.iter().map(Passage::source).collect();
     Ok(Json(json!({ "items": items })))
 }

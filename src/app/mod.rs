@@ -73,6 +73,7 @@ impl App {
 
         let files = Files::new(&config.data_dir);
         sweep::at_start_up(&db, &files).await?;
+        let search = open_index(&config.data_dir, db.epoch()).await?;
         let reserve = DiskReserve::new(&config.data_dir, config.disk_reserve_mb.saturating_mul(1 << 20));
         if !reserve.ensure().await {
             tracing::warn!(
@@ -105,9 +106,15 @@ impl App {
             files,
             reserve,
             stopping: CancellationToken::new(),
+            search,
             db,
             config,
         });
+        // Every `ready` document is searchable before the server listens:
+        // after a migration or a rebuild this indexes every chunk.
+        crate::worker::indexer::catch_up(&state)
+            .await
+            .map_err(|e| StartupError::Runtime(format!("cannot build the search index: {e}")))?;
         Ok(App { state, _lock: lock })
     }
 
@@ -134,6 +141,26 @@ fn open_data_dir(
     let db = Db::open(&db_path, sync, publish)
         .map_err(|e| StartupError::Runtime(format!("cannot open the database {}: {e}", db_path.display())))?;
     Ok((lock, secret, db))
+}
+
+/// Opens the search index (`<data-dir>/index/`), replacing one that cannot
+/// be used as it is (it is rebuilt from the database before serving).
+async fn open_index(data_dir: &std::path::Path, epoch: &str) -> Result<crate::search::Index, StartupError> {
+    let (dir, epoch) = (data_dir.join("index"), epoch.to_owned());
+    let (index, fresh) = tokio::task::spawn_blocking(move || crate::search::Index::open(&dir, &epoch))
+        .await
+        .map_err(|e| StartupError::Runtime(format!("start-up task failed: {e}")))?
+        .map_err(|e| StartupError::Runtime(format!("cannot open the search index: {e}")))?;
+    match fresh {
+        None | Some(crate::search::Fresh::Missing) => {}
+        Some(crate::search::Fresh::Damaged(why)) => {
+            tracing::warn!(reason = %why, "the search index was damaged; rebuilding it from the database");
+        }
+        Some(crate::search::Fresh::Stale(why)) => {
+            tracing::info!(reason = %why, "the search index is out of date; rebuilding it from the database");
+        }
+    }
+    Ok(index)
 }
 
 /// Runs the server with `config` until SIGTERM or SIGINT.

@@ -1,6 +1,7 @@
 //! The sweeps that heal: at start-up (replies and jobs a dead process left
 //! running, files no document owns) and periodically (expired leases, old
-//! events and idempotency keys, index merges, the disk reserve, the WAL).
+//! events and idempotency keys, the search index's view of its merges, the
+//! disk reserve, the WAL).
 
 use crate::AppState;
 use crate::db::{self, Db};
@@ -78,35 +79,24 @@ pub(super) async fn periodically(state: AppState) {
             }
             Err(err) => tracing::warn!(error = %err, "periodic sweep failed"),
         }
-        merge_index(&state).await;
+        refresh_index(&state).await;
         state.reserve.ensure().await;
         let wal = state.config.data_dir.join("ragd.db-wal");
         state.db.checkpoint_if_larger(&wal, WAL_CHECKPOINT_BYTES).await;
     }
 }
 
-/// Merges search index segments in small steps until none are left to
-/// merge, each step its own write so that other writes go between them.
-async fn merge_index(state: &AppState) {
-    while !state.stopping.is_cancelled() {
-        let step = state
-            .db
-            .write(|tx| db::chunks::merge_index_step(tx, MERGE_STEP_PAGES))
-            .await;
-        match step {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(err) => {
-                tracing::warn!(error = %err, "search index merge failed");
-                break;
-            }
-        }
+/// Shows searches the segments that the index's background merges have
+/// made since its last commit (fewer segments: cheaper searches), and lets
+/// the files of the merged ones go.
+async fn refresh_index(state: &AppState) {
+    let index = state.search.clone();
+    match tokio::task::spawn_blocking(move || index.refresh()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "cannot refresh the search index"),
+        Err(err) => tracing::warn!(error = %err, "search index refresh task failed"),
     }
 }
-
-/// Leaf pages per index merge step: about 10 ms of writer time, which is
-/// the most a merge delays a write queued behind it.
-const MERGE_STEP_PAGES: u32 = 32;
 
 /// The WAL is checkpointed by the sweep once it is larger than this.
 const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;

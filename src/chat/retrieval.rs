@@ -4,7 +4,6 @@
 //! its context budget).
 
 use crate::AppState;
-use crate::db;
 use crate::rag::AnswerError;
 use crate::types::Passage;
 
@@ -16,10 +15,7 @@ pub async fn passages(
     question: &str,
     count: usize,
 ) -> Result<Vec<Passage>, AnswerError> {
-    let (user_id, question) = (user_id.to_owned(), question.to_owned());
-    state
-        .db
-        .read(move |conn| db::chunks::search(conn, &user_id, &question, count))
+    crate::documents::search(state, user_id, question, count)
         .await
         .map_err(|e| AnswerError(format!("cannot search your documents right now ({e}); retry")))
 }

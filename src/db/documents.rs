@@ -159,12 +159,25 @@ pub fn set_status(
     Ok(doc)
 }
 
-/// Records how many chunks the document's current set has (no event: the
-/// status change that follows carries it).
-pub fn set_chunk_count(conn: &Connection, id: &str, count: usize) -> Result<()> {
+/// The document's live chunk set (`db::chunks::Set`), if it has one.
+#[instrument(skip_all)]
+pub fn live_chunks(conn: &Connection, id: &str) -> Result<Option<(i64, i64)>> {
+    let set: (Option<i64>, Option<i64>) = conn
+        .prepare_cached("SELECT chunks_first, chunks_last FROM documents WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or(Error::NotFound)?;
+    Ok(set.0.zip(set.1))
+}
+
+/// Makes `set` (`None`: no chunks) the document's live chunk set of
+/// `count` chunks (no event: the status change that follows carries it).
+pub fn set_live_chunks(conn: &Connection, id: &str, set: Option<(i64, i64)>, count: usize) -> Result<()> {
     let count = i64::try_from(count).unwrap_or(i64::MAX);
-    conn.prepare_cached("UPDATE documents SET chunk_count = ?2 WHERE id = ?1")?
-        .execute(params![id, count])?;
+    conn.prepare_cached(
+        "UPDATE documents SET chunks_first = ?2, chunks_last = ?3, chunk_count = ?4 WHERE id = ?1",
+    )?
+    .execute(params![id, set.map(|s| s.0), set.map(|s| s.1), count])?;
     Ok(())
 }
 

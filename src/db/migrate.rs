@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005_chunk_context.sql"),
     include_str!("migrations/006_event_indexes.sql"),
     include_str!("migrations/007_user_indexes.sql"),
+    include_str!("migrations/008_search_index.sql"),
 ];
 
 /// Brings the database to the newest version in one IMMEDIATE transaction.
@@ -30,31 +31,30 @@ pub fn run(conn: &mut Connection) -> Result<()> {
         )));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        // Some rebuild an index over every chunk: on a big database that
-        // takes a while, and the server should not look hung meanwhile.
-        tracing::info!(version = index + 1, "applying schema migration");
+        let version = index + 1;
+        tracing::info!(version, "applying schema migration");
+        before(&tx, version)?;
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i64::try_from(index + 1).unwrap_or(i64::MAX))?;
-        tracing::info!(version = index + 1, "applied schema migration");
-    }
-    // A migration may queue chunks for the search index (version 7 queues
-    // them all): they are searchable from this commit on.
-    if current < MIGRATIONS.len() && chunks_queued(&tx)? {
-        tracing::info!("indexing chunks for search");
-        let indexed = super::chunks::index_pending(&tx)?;
-        tracing::info!(chunks = indexed, "indexed chunks for search");
+        tx.pragma_update(None, "user_version", i64::try_from(version).unwrap_or(i64::MAX))?;
+        tracing::info!(version, "applied schema migration");
     }
     tx.commit()?;
     Ok(())
 }
 
-/// Whether chunks wait for the search index.
-fn chunks_queued(conn: &Connection) -> Result<bool> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM chunks WHERE rowid > (SELECT indexed_through FROM fts_state))",
-        [],
-        |r| r.get(0),
-    )?)
+/// What a migration needs done before its SQL that SQL cannot say.
+fn before(conn: &Connection, version: usize) -> Result<()> {
+    if version == 8 {
+        // The per-user FTS5 tables of version 7, named after their keys.
+        let keys: Vec<i64> = conn
+            .prepare("SELECT n FROM user_indexes")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for n in keys {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS chunks_fts_{n}"))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -178,78 +178,77 @@ mod tests {
     }
 
     #[test]
-    fn chunks_indexed_before_version_7_move_to_their_users_indexes() {
-        let (_dir, mut conn) = at_version(6);
+    fn version_8_drops_the_fts5_indexes_and_keeps_every_chunk_live() {
+        let (_dir, mut conn) = at_version(7);
         conn.execute_batch(
             "INSERT INTO users (id, email, password_hash, created_at)
              VALUES ('u1', 'u1', 'x', 0), ('u2', 'u2', 'x', 0);
              INSERT INTO documents (id, user_id, filename, content_type, kind, size_bytes, sha256,
                                     status, created_at, updated_at)
              VALUES ('d1', 'u1', 'f.txt', 'text/plain', 'txt', 0, '', 'ready', 0, 0),
-                    ('d2', 'u2', 'g.txt', 'text/plain', 'txt', 0, '', 'ready', 0, 0);
+                    ('d2', 'u2', 'g.txt', 'text/plain', 'txt', 0, '', 'ready', 0, 0),
+                    ('d3', 'u2', 'h.txt', 'text/plain', 'txt', 0, '', 'queued', 0, 0);
              INSERT INTO chunks (document_id, user_id, ordinal, start_char, end_char, text, context)
              VALUES ('d1', 'u1', 0, 0, 0, 'the heron nests near water', 'Birds'),
                     ('d1', 'u1', 1, 0, 0, 'the grey heron hunts fish', 'Birds'),
-                    ('d2', 'u2', 0, 0, 0, 'a heron painted in oil', ''),
-                    ('d2', 'u2', 1, 0, 0, 'the gallery opens at nine', '');
-             -- What version 6's writer did before each commit.
-             INSERT INTO chunks_fts (rowid, text, context) SELECT rowid, text, context FROM chunks;
-             UPDATE fts_state SET indexed_through = 4;",
+                    ('d2', 'u2', 0, 0, 0, 'a heron painted in oil', '');
+             -- What version 7's writer did before each commit.
+             INSERT INTO user_indexes (user_id) VALUES ('u1'), ('u2');
+             CREATE VIRTUAL TABLE chunks_fts_1 USING fts5 (text, context, content = '');
+             CREATE VIRTUAL TABLE chunks_fts_2 USING fts5 (text, context, content = '');
+             UPDATE fts_state SET indexed_through = 3;",
         )
-        .expect("a version 6 database with indexed chunks of two users");
+        .expect("a version 7 database with two users' indexes");
 
         run(&mut conn).expect("migrate to the newest version");
-        let found = |conn: &Connection, user: &str, text: &str| -> Vec<String> {
-            crate::db::chunks::search(conn, user, text, 10)
-                .expect("search")
-                .into_iter()
-                .map(|hit| hit.chunk_id)
-                .collect()
-        };
-        assert_eq!(found(&conn, "u1", "heron"), ["1", "2"].map(String::from).to_vec());
-        assert_eq!(found(&conn, "u2", "heron"), ["3"].map(String::from).to_vec());
-        assert_eq!(found(&conn, "u1", "birds").len(), 2, "contexts are indexed too");
-        assert!(
-            found(&conn, "u1", "gallery").is_empty(),
-            "never another user's chunks"
-        );
-
-        // Deletes reach the new indexes.
-        let tx = conn.transaction().expect("begin");
-        tx.execute("DELETE FROM chunks WHERE rowid = 1", [])
-            .expect("delete a chunk");
-        crate::db::chunks::index_pending(&tx).expect("apply the delete");
-        tx.commit().expect("commit");
-        assert_eq!(found(&conn, "u1", "heron"), ["2"].map(String::from).to_vec());
-        // An account deletion, as `accounts::delete` runs it.
-        crate::db::chunks::drop_user_index(&conn, "u2").expect("drop the account's index");
-        crate::db::users::delete(&conn, "u2").expect("delete an account");
-        crate::db::chunks::index_pending(&conn).expect("apply the deletes");
-        let left: (i64, i64) = conn
+        let fts: i64 = conn
             .query_row(
-                "SELECT (SELECT count(*) FROM chunks WHERE user_id = 'u2'),
-                        (SELECT count(*) FROM fts_deleted)",
+                "SELECT count(*) FROM sqlite_schema WHERE name GLOB 'chunks_fts*' OR name GLOB 'fts_*'",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .expect("counts");
-        assert_eq!(
-            left,
-            (0, 0),
-            "the account's chunks are gone, and the queue applied"
-        );
-        let tables = |pattern: &str| -> i64 {
-            conn.query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name GLOB ?1",
-                [pattern],
                 |r| r.get(0),
             )
-            .expect("tables")
-        };
-        // u1's index is chunks_fts_1 (with its shadow tables), u2's was _2.
-        assert_eq!(tables("chunks_fts_2*"), 0, "the deleted account's index is gone");
-        assert!(tables("chunks_fts_1*") > 0, "u1's index stays");
-        assert_eq!(found(&conn, "u1", "heron"), ["2"].map(String::from).to_vec());
+            .expect("tables");
+        assert_eq!(fts, 0, "no FTS5 table or its bookkeeping is left");
+        let live: Vec<(String, Option<i64>, Option<i64>)> = conn
+            .prepare("SELECT id, chunks_first, chunks_last FROM documents ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(
+            live,
+            [
+                ("d1".to_owned(), Some(1), Some(2)),
+                ("d2".to_owned(), Some(3), Some(3)),
+                ("d3".to_owned(), None, None),
+            ],
+            "every chunk stays in its document's live set"
+        );
+        let keys: Vec<(i64, String)> = conn
+            .prepare("SELECT n, user_id FROM user_indexes ORDER BY n")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(
+            keys,
+            [(1, "u1".to_owned()), (2, "u2".to_owned())],
+            "users keep their keys"
+        );
+
+        // A deleted chunk is queued for the index.
+        conn.execute("DELETE FROM documents WHERE id = 'd1'", [])
+            .expect("delete a document");
+        let queued: Vec<i64> = conn
+            .prepare("SELECT chunk FROM index_deletes ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(queued, [1, 2]);
     }
 
     #[test]

@@ -125,9 +125,7 @@ impl Db {
             .min_idle(Some(1))
             .connection_timeout(BUSY_TIMEOUT)
             .build(manager)?;
-        // New chunks enter the search index once per batch (one FTS5
-        // segment), in the batch's transaction.
-        let writer = Writer::start(conn, publish, |conn| chunks::index_pending(conn).map(|_| ()))?;
+        let writer = Writer::start(conn, publish)?;
         Ok(Db {
             pool,
             writer,

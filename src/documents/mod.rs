@@ -2,7 +2,12 @@
 //! operation (upload, reprocess, delete, read the jobs, open the original)
 //! is one function here. An upload's bytes arrive through `files`; its
 //! row, its parse job and their events commit together (`Idempotency-Key`
-//! through `idempotency`); the worker takes it from there.
+//! through `idempotency`); the worker takes it from there. Searching them
+//! is `search`.
+
+mod search;
+
+pub use search::search;
 
 use serde_json::json;
 
@@ -135,6 +140,7 @@ pub async fn delete(state: &AppState, user_id: &str, id: &str) -> Result<(), Api
         .write_to_free_space(move |tx| documents::delete(tx, &user, &document_id, now))
         .await?;
     state.worker.cancel_document(id);
+    state.worker.indexing.changed();
     state.files.remove(id).await;
     Ok(())
 }

@@ -9,7 +9,7 @@ use super::child::ParserChild;
 use super::child_main::ChildLimits;
 use super::policy::{self, Failure, Timing};
 use super::protocol::ParseRequest;
-use super::transitions::{self, Task};
+use super::transitions::{self, Stage, Task};
 use super::{DISK_FULL_WAIT, Worker, millis};
 use crate::AppState;
 use crate::db::{self, jobs::Claimed};
@@ -95,23 +95,25 @@ impl Worker {
         result
     }
 
-    /// Marks the document ingesting and swaps in the chunks, in one
-    /// transaction (one commit to wait for, not two): its events still say
-    /// `ingesting`, then `ready`. The same transaction claims this worker's
-    /// next job, so that a queue of small documents costs one commit each.
+    /// Stages the chunks beside the document's live ones (the document
+    /// `ingesting`) and hands them to the indexer, which finishes the job
+    /// once they are searchable. The same transaction claims this worker's
+    /// next job while the index keeps up, so that a queue of small
+    /// documents costs one commit each here.
     async fn commit(&mut self, claimed: &Claimed, chunks: Vec<ChunkText>) -> Result<(), Failure> {
         let now = db::now_ms();
         let lease = millis(self.state.config.job_lease);
-        let stopping = self.state.stopping.clone();
+        let state = self.state.clone();
         let c = claimed.clone();
         let written = self
             .state
             .db
             .write(move |tx| {
-                if transitions::start_ingesting(tx, &c, now)? {
-                    transitions::succeed(tx, &c, &chunks, now)?;
+                if let Stage::Staged(staged) = transitions::stage(tx, &c, &chunks, now, lease)? {
+                    let indexing = state.clone();
+                    tx.after_commit(move || indexing.worker.indexing.add(staged));
                 }
-                if stopping.is_cancelled() {
+                if state.stopping.is_cancelled() || !state.worker.indexing.has_room() {
                     return Ok(None);
                 }
                 transitions::claim(tx, now, lease)

@@ -1,13 +1,16 @@
 //! The document worker: `--workers` tasks claim queued parse jobs with a
 //! lease and a fencing token, run the parser in a child process (`child`),
-//! renew the lease while it works, and commit the outcome (chunks,
-//! statuses, attempt, events) in one transaction (`transitions`). How a
-//! failure ends is `policy`'s: retry with backoff, crash twice and the job
-//! fails as `crash_loop`, a full disk waits without using attempts.
+//! renew the lease while it works, and stage the chunks it made
+//! (`transitions::stage`); the indexer (`indexer`) puts them in the search
+//! index and then finishes the job (`transitions::finish`: chunks live,
+//! document `ready`). How a failure ends is `policy`'s: retry with
+//! backoff, crash twice and the job fails as `crash_loop`, a full disk
+//! waits without using attempts.
 
 mod attempt;
 mod child;
 pub mod child_main;
+pub mod indexer;
 pub mod policy;
 mod protocol;
 #[cfg(feature = "test-hooks")]
@@ -41,6 +44,8 @@ pub struct Control {
     pub wake: Notify,
     /// The documents being parsed now, to cancel when one is deleted.
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// The documents whose chunks wait for the search index.
+    pub indexing: indexer::Indexing,
 }
 
 impl Control {
@@ -139,6 +144,8 @@ impl Worker {
         let task = match self.next.take() {
             Some(task) => Some(task),
             None => {
+                // Back-pressure: parse no more than the index takes in.
+                self.state.worker.indexing.room().await;
                 self.state
                     .db
                     .write(move |tx| transitions::claim(tx, now, lease))
@@ -170,9 +177,11 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Starts the configured number of workers.
+/// Starts the configured number of workers, then the indexer (the last
+/// handle).
 pub fn spawn(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     (0..state.config.workers)
         .map(|_| tokio::spawn(Worker::new(state.clone()).run()))
+        .chain(std::iter::once(tokio::spawn(indexer::run(state.clone()))))
         .collect()
 }

@@ -1,7 +1,9 @@
-//! What each step of a parse job writes, in one transaction, cause first:
-//! a job's `job.status_updated` before the `document.status_updated` it
-//! causes (docs/API.md "Event order"). Claim, start ingesting, succeed,
-//! fail (as `policy` decides), and the rescue of running jobs.
+//! What each step of a parse job writes, each in one transaction, cause
+//! first: a job's `job.status_updated` before the `document.status_updated`
+//! it causes (docs/API.md "Event order"). Claim; a success in two halves,
+//! `stage` (chunks stored beside the live ones) and `finish` (made live,
+//! once the index holds them); fail (as `policy` decides); and the rescue
+//! of running jobs.
 
 use crate::db::jobs::{self, Claimed, End, OUT_OF_RETRIES, Rescue};
 use crate::db::{self, Tx, chunks, documents};
@@ -29,30 +31,62 @@ pub fn claim(tx: &mut Tx<'_>, now: i64, lease_ms: i64) -> db::Result<Option<Task
     Ok(Some(Task { claimed, kind }))
 }
 
-/// Marks the document `ingesting`; `false` when the attempt lost the job.
-pub fn start_ingesting(tx: &mut Tx<'_>, c: &Claimed, now: i64) -> db::Result<bool> {
-    if !jobs::holds(tx, c)? {
-        return Ok(false);
-    }
-    documents::set_status(
-        tx,
-        &c.user_id,
-        &c.document_id,
-        DocumentStatus::Ingesting,
-        None,
-        now,
-    )?;
-    Ok(true)
+/// A chunk set written beside the live one, waiting for the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub claimed: Claimed,
+    pub set: chunks::Set,
+    pub count: usize,
 }
 
-/// Swaps in the new chunk set; the job `succeeded`, then the document
+/// What `stage` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// The attempt no longer holds the job: nothing changed.
+    Lost,
+    /// The document had no chunks: it is `ready` already (`finish` ran).
+    Done,
+    /// The chunks are stored; once the index has them, `finish`.
+    Staged(Staged),
+}
+
+/// The first half of a success: the document `ingesting`, its new chunks
+/// stored beside its live ones (which searches keep serving), and the
+/// lease extended for the wait for the index (`worker::indexer`).
+pub fn stage(tx: &mut Tx<'_>, c: &Claimed, new: &[ChunkText], now: i64, lease_ms: i64) -> db::Result<Stage> {
+    if !jobs::holds(tx, c)? {
+        return Ok(Stage::Lost);
+    }
+    let (user, doc) = (&c.user_id, &c.document_id);
+    documents::set_status(tx, user, doc, DocumentStatus::Ingesting, None, now)?;
+    let live = documents::live_chunks(tx, doc)?;
+    let Some(set) = chunks::stage(tx, doc, user, live, new)? else {
+        finish(tx, c, None, 0, now)?;
+        return Ok(Stage::Done);
+    };
+    jobs::renew(tx, c, now + lease_ms)?;
+    Ok(Stage::Staged(Staged {
+        claimed: c.clone(),
+        set,
+        count: new.len(),
+    }))
+}
+
+/// The second half, once the index holds the staged set: the set made
+/// live and the old one deleted, the job `succeeded`, then the document
 /// `ready`. `false` (and nothing changes) when the attempt lost the job.
-pub fn succeed(tx: &mut Tx<'_>, c: &Claimed, chunks: &[ChunkText], now: i64) -> db::Result<bool> {
+pub fn finish(
+    tx: &mut Tx<'_>,
+    c: &Claimed,
+    set: Option<chunks::Set>,
+    count: usize,
+    now: i64,
+) -> db::Result<bool> {
     if !jobs::holds(tx, c)? {
         return Ok(false);
     }
-    chunks::replace(tx, &c.document_id, &c.user_id, chunks)?;
-    documents::set_chunk_count(tx, &c.document_id, chunks.len())?;
+    chunks::keep_only(tx, &c.document_id, set)?;
+    documents::set_live_chunks(tx, &c.document_id, set, count)?;
     jobs::end_attempt(tx, c, &End::Succeeded, now)?;
     documents::set_status(tx, &c.user_id, &c.document_id, DocumentStatus::Ready, None, now)?;
     Ok(true)

@@ -42,7 +42,7 @@ pub struct Job {
 }
 
 /// A job a worker holds: what it needs to run it and to fence its writes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
     pub job_id: String,
     pub document_id: String,

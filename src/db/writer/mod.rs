@@ -113,16 +113,12 @@ pub struct Writer {
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
-/// Runs at the end of every batch, in its transaction, before the commit
-/// (the search index takes in the batch's chunks there).
-pub type BeforeCommit = fn(&Connection) -> Result<()>;
-
 impl Writer {
-    pub fn start(conn: Connection, publish: Publisher, before_commit: BeforeCommit) -> Result<Writer> {
+    pub fn start(conn: Connection, publish: Publisher) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
             .name("ragd-writer".into())
-            .spawn(move || run(conn, rx, publish, before_commit))
+            .spawn(move || run(conn, rx, publish))
             .map_err(|e| Error::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             tx,
@@ -157,7 +153,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher, before_commit: BeforeCommit) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
     conn.wal_hook(Some(note_wal_frames));
     let mut batch: Vec<Box<dyn QueuedWrite>> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -179,7 +175,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher, before
             }
         }
         if !batch.is_empty() {
-            commit_batch(&conn, &publish, before_commit, batch.drain(..));
+            commit_batch(&conn, &publish, batch.drain(..));
         }
         // An asked-for checkpoint also truncates the WAL; the automatic one
         // copies it back into the database, like SQLite's own would.
@@ -207,7 +203,6 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher, before
 fn commit_batch(
     conn: &Connection,
     publish: &Publisher,
-    before_commit: BeforeCommit,
     mut writes: impl Iterator<Item = Box<dyn QueuedWrite>>,
 ) {
     if let Err(err) = begin(conn) {
@@ -260,7 +255,7 @@ fn commit_batch(
             }
         }
     }
-    let committed = before_commit(conn).and_then(|()| conn.execute_batch("COMMIT").map_err(Error::from));
+    let committed = conn.execute_batch("COMMIT").map_err(Error::from);
     match committed {
         Ok(()) => completions.into_iter().for_each(|c| c(Ok(()))),
         Err(err) => {

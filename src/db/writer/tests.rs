@@ -38,7 +38,7 @@ fn every_answer_of_a_batch_matches_what_was_committed_when_the_disk_fills() {
     .into_iter()
     .unzip();
 
-    commit_batch(&conn, &publish, |_| Ok(()), writes.into_iter());
+    commit_batch(&conn, &publish, writes.into_iter());
 
     let answers: Vec<(&str, bool)> = ["a", "big", "c", "d"]
         .into_iter()

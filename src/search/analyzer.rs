@@ -1,0 +1,188 @@
+//! Words into index terms, the same way for chunks and for questions:
+//! runs of letters and digits, lower-cased, common Latin diacritics folded,
+//! English-stemmed (Snowball), each prefixed with the owner's key. The
+//! prefix gives every user a term space of their own in the one shared
+//! index: a question's terms can only match its asker's chunks, and a
+//! term's document frequency counts that user's chunks alone.
+
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, BoxTokenStream, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
+    Token, TokenStream, Tokenizer,
+};
+
+use crate::words::is_stop_word;
+
+/// The tokenizer's name in the index.
+pub const TOKENIZER: &str = "ragd";
+/// Separates the key from the text of an indexed value.
+const KEY_END: char = '\u{1f}';
+/// Longer words (hashes, base64, URLs run together) are not indexed.
+const MAX_WORD_BYTES: usize = 64;
+/// Words of a question that count, at most.
+const MAX_QUERY_WORDS: usize = 32;
+
+/// The key of a user's terms (`user_indexes.n`, never reused).
+pub fn key(user_key: i64) -> String {
+    format!("{user_key:x}")
+}
+
+/// The value indexed for a chunk: its key, then its context (the document
+/// title) and text, which BM25 then scores as one field (as FTS5 did with
+/// two equally weighted columns).
+pub fn indexed_value(user_key: i64, context: &str, text: &str) -> String {
+    let mut value = String::with_capacity(context.len() + text.len() + 24);
+    value.push_str(&key(user_key));
+    value.push(KEY_END);
+    value.push_str(context);
+    value.push('\n');
+    value.push_str(text);
+    value
+}
+
+/// The distinct words of plain text that a search uses: lower-cased, no
+/// stop-words, at most 32. Nothing in them is query syntax. Snippets
+/// highlight these.
+pub fn query_words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let word = word.to_lowercase();
+        if is_stop_word(&word) || words.contains(&word) {
+            continue;
+        }
+        words.push(word);
+        if words.len() == MAX_QUERY_WORDS {
+            break;
+        }
+    }
+    words
+}
+
+/// The distinct index terms of `words` for the user `user_key`.
+pub fn query_terms(user_key: i64, words: &[String]) -> Vec<String> {
+    let mut analyzer = Keyed::default();
+    let value = format!("{}{KEY_END}{}", key(user_key), words.join(" "));
+    let mut stream = analyzer.token_stream(&value);
+    let mut terms: Vec<String> = Vec::new();
+    while let Some(token) = stream.next() {
+        if !terms.contains(&token.text) {
+            terms.push(token.text.clone());
+        }
+    }
+    terms
+}
+
+/// The words of a value, then the prefix of its key on each.
+#[derive(Clone)]
+pub struct Keyed {
+    words: TextAnalyzer,
+}
+
+impl Default for Keyed {
+    fn default() -> Keyed {
+        Keyed {
+            words: TextAnalyzer::builder(SimpleTokenizer::default())
+                .filter(RemoveLongFilter::limit(MAX_WORD_BYTES))
+                .filter(LowerCaser)
+                .filter(AsciiFoldingFilter)
+                .filter(Stemmer::default())
+                .build(),
+        }
+    }
+}
+
+impl Tokenizer for Keyed {
+    type TokenStream<'a> = KeyedStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, value: &'a str) -> KeyedStream<'a> {
+        // A value without a key (never written by ragd) indexes nothing.
+        let (key, text) = value.split_once(KEY_END).unwrap_or(("", ""));
+        KeyedStream {
+            key,
+            words: self.words.token_stream(text),
+            token: Token::default(),
+        }
+    }
+}
+
+pub struct KeyedStream<'a> {
+    key: &'a str,
+    words: BoxTokenStream<'a>,
+    token: Token,
+}
+
+impl TokenStream for KeyedStream<'_> {
+    fn advance(&mut self) -> bool {
+        if self.key.is_empty() || !self.words.advance() {
+            return false;
+        }
+        let word = self.words.token();
+        self.token.text.clear();
+        self.token.text.push_str(self.key);
+        self.token.text.push(':');
+        self.token.text.push_str(&word.text);
+        self.token.offset_from = word.offset_from;
+        self.token.offset_to = word.offset_to;
+        self.token.position = word.position;
+        self.token.position_length = word.position_length;
+        true
+    }
+
+    fn token(&self) -> &Token {
+        &self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.token
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(value: &str) -> Vec<String> {
+        let mut analyzer = Keyed::default();
+        let mut stream = analyzer.token_stream(value);
+        let mut out = Vec::new();
+        while let Some(token) = stream.next() {
+            out.push(token.text.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn terms_are_stemmed_folded_and_prefixed_with_the_key() {
+        let value = indexed_value(26, "Notes", "Running studies in Zürich");
+        assert_eq!(
+            tokens(&value),
+            ["1a:note", "1a:run", "1a:studi", "1a:in", "1a:zurich"]
+        );
+    }
+
+    #[test]
+    fn a_question_becomes_the_terms_its_chunks_were_indexed_with() {
+        let words = query_words("What did the studies in ZÜRICH find? Studies!");
+        assert_eq!(words, ["studies", "zürich", "find"]);
+        assert_eq!(query_terms(7, &words), ["7:studi", "7:zurich", "7:find"]);
+        // Another user's terms never meet these.
+        assert_eq!(query_terms(8, &words)[0], "8:studi");
+    }
+
+    #[test]
+    fn long_words_and_values_without_a_key_index_nothing() {
+        let long = "x".repeat(MAX_WORD_BYTES + 1);
+        assert_eq!(tokens(&indexed_value(1, "", &long)), Vec::<String>::new());
+        assert_eq!(tokens("no key here"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn query_words_stop_at_thirty_two_and_skip_stop_words() {
+        let text = (0..40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" the ");
+        let words = query_words(&text);
+        assert_eq!(words.len(), MAX_QUERY_WORDS);
+        assert!(!words.iter().any(|w| w == "the"));
+    }
+}
