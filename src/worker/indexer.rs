@@ -202,10 +202,20 @@ pub async fn step(state: &AppState) -> Result<bool, Error> {
         .await?;
     let changes = !batch.chunks.is_empty() || !batch.deleted.is_empty() || batch.through > after;
     if changes {
+        #[cfg(feature = "test-hooks")]
+        let stall = !batch.chunks.is_empty();
+        #[cfg(feature = "test-hooks")]
+        if stall {
+            super::test_hooks::index_stall(super::test_hooks::IndexPoint::BeforeCommit).await;
+        }
         let index = state.search.clone();
         tokio::task::spawn_blocking(move || index.apply(batch))
             .await
             .map_err(|e| search::Error(format!("index task failed: {e}")))??;
+        #[cfg(feature = "test-hooks")]
+        if stall {
+            super::test_hooks::index_stall(super::test_hooks::IndexPoint::AfterCommit).await;
+        }
     }
     let done = state.worker.indexing.take_indexed(state.search.through());
     if deletes_through == 0 && done.is_empty() {

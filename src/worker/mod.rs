@@ -14,7 +14,7 @@ pub mod indexer;
 pub mod policy;
 mod protocol;
 #[cfg(feature = "test-hooks")]
-mod test_hooks;
+pub(crate) mod test_hooks;
 pub mod transitions;
 
 use std::collections::HashMap;

@@ -5,6 +5,10 @@
 //! Directives: `fail-transient-until:<n>` (attempts before n fail
 //! transiently), `fail-transient`, `fail-permanent`, `sleep:<ms>` (then
 //! parse the rest), `panic`, `abort`, `loop`, `alloc`.
+//!
+//! `RAGD_TEST_INDEX=stall-before-commit|stall-after-commit` makes the
+//! indexer stop for good at that point of its first step that holds
+//! chunks, so that a crash test can kill the process there.
 
 use crate::ingest::ParseError;
 
@@ -39,5 +43,27 @@ pub fn apply(bytes: Vec<u8>, attempt: i64) -> Result<Vec<u8>, ParseError> {
             }
         }
         _ => Ok(body),
+    }
+}
+
+/// Where the indexer may be told to stall (`RAGD_TEST_INDEX`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IndexPoint {
+    /// The chunks are staged in SQLite; the index has not committed them.
+    BeforeCommit,
+    /// The index committed them; their documents are not `ready` yet.
+    AfterCommit,
+}
+
+/// Never returns when `RAGD_TEST_INDEX` names `point`.
+pub async fn index_stall(point: IndexPoint) {
+    let wanted = match std::env::var("RAGD_TEST_INDEX").as_deref() {
+        Ok("stall-before-commit") => IndexPoint::BeforeCommit,
+        Ok("stall-after-commit") => IndexPoint::AfterCommit,
+        _ => return,
+    };
+    if wanted == point {
+        tracing::warn!(?point, "test hook: the indexer stalls");
+        std::future::pending::<()>().await;
     }
 }

@@ -157,6 +157,16 @@ impl Server {
         server
     }
 
+    /// SIGKILL: no shutdown code runs.
+    pub(crate) async fn kill(&mut self) {
+        self.child.start_kill().expect("send SIGKILL");
+        let status = tokio::time::timeout(TIMEOUT, self.child.wait())
+            .await
+            .expect("the killed server exits")
+            .expect("wait for ragd");
+        assert!(!status.success(), "killed, not exited: {status}");
+    }
+
     pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -178,7 +188,7 @@ impl Server {
             .to_owned()
     }
 
-    async fn wait_for_log(&mut self, needle: &str) -> bool {
+    pub(crate) async fn wait_for_log(&mut self, needle: &str) -> bool {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
             if self.log().contains(needle) {

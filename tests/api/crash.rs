@@ -3,8 +3,6 @@
 //! emits `message.status_updated`, which replay shows. Needs the real
 //! binary built with `--features test-hooks` (`RAGD_TEST_ANSWERER=hang`).
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -57,13 +55,7 @@ async fn a_reply_pending_when_the_process_is_killed_becomes_interrupted() {
         "the reply is pending when the process dies"
     );
 
-    // SIGKILL: no shutdown code runs.
-    server.child.start_kill().expect("send SIGKILL");
-    let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
-        .await
-        .expect("the killed process exits")
-        .expect("wait for ragd");
-    assert!(!status.success(), "killed, not exited: {status}");
+    server.kill().await;
     drop(ws);
 
     // The next start (in-process, the default answerer) sweeps it.

@@ -17,6 +17,8 @@ mod disk_full;
 mod documents;
 mod errors;
 mod hardening;
+#[cfg(feature = "test-hooks")]
+mod index_crash;
 mod ingest;
 mod llm;
 mod messages;

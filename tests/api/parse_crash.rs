@@ -81,16 +81,6 @@ async fn gone_within(pid: u32, wait: Duration) -> bool {
     true
 }
 
-/// SIGKILL: no shutdown code runs.
-async fn kill(server: &mut Server) {
-    server.child.start_kill().expect("send SIGKILL");
-    let status = tokio::time::timeout(PROCESS_WAIT, server.child.wait())
-        .await
-        .expect("the killed server exits")
-        .expect("wait for ragd");
-    assert!(!status.success(), "killed, not exited: {status}");
-}
-
 const ENV: [(&str, &str); 2] = [("RAGD_WORKERS", "1"), ("RAGD_JOB_RETRY_BASE", "50ms")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +103,7 @@ async fn a_job_running_when_the_server_is_killed_is_rescued_and_indexed_once() {
     let parser = wait_for_parser_of(&server).await;
     drop(ws);
 
-    kill(&mut server).await;
+    server.kill().await;
     assert!(
         gone_within(parser, PROCESS_WAIT).await,
         "the `ragd parse` child {parser} of the killed server still runs after {PROCESS_WAIT:?}"
@@ -195,7 +185,7 @@ async fn no_parser_child_outlives_a_killed_server_even_mid_file() {
     api.wait_for_status(&token, id(&doc), "parsing").await;
     let parser = wait_for_parser_of(&server).await;
 
-    kill(&mut server).await;
+    server.kill().await;
     // Generous: the child notices within 200 ms, but a loaded machine may
     // schedule its watcher thread late.
     let gone = gone_within(parser, Duration::from_secs(15)).await;
