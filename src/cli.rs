@@ -1,5 +1,8 @@
-//! The command line: `ragd` and `ragd serve` run the server. Later commands
-//! (user, backup, restore, check, the worker's hidden `parse`) join here.
+//! The command line: `ragd` and `ragd serve` run the server; `ragd
+//! reindex` rebuilds the search index; the worker's hidden `parse` is the
+//! parser child.
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +26,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default when no command is given).
     Serve(Config),
+    /// Rebuild the search index from the database (stop the server first).
+    Reindex {
+        /// The data dir of the server.
+        #[arg(long, env = "RAGD_DATA_DIR", default_value = "./data", value_name = "DIR")]
+        data_dir: PathBuf,
+    },
     /// The worker's parser process (internal: started by the server).
     #[command(hide = true)]
     Parse {
@@ -36,22 +45,33 @@ pub enum Command {
     },
 }
 
+/// What the process is to do.
+// Made once at start-up, like `Command`.
+#[allow(clippy::large_enum_variant)]
+pub enum Action {
+    Serve(Config),
+    Reindex {
+        data_dir: PathBuf,
+    },
+    /// Be the worker's parser child.
+    Parse(crate::worker::child_main::ChildLimits),
+}
+
 impl Cli {
-    /// The server settings, whichever way they were given; `None` for
-    /// the internal parser process.
-    pub fn into_config(self) -> Result<Config, crate::worker::child_main::ChildLimits> {
+    pub fn into_action(self) -> Action {
         match self.command {
-            Some(Command::Serve(config)) => Ok(config),
+            Some(Command::Serve(config)) => Action::Serve(config),
+            Some(Command::Reindex { data_dir }) => Action::Reindex { data_dir },
             Some(Command::Parse {
                 memory_bytes,
                 cpu_seconds,
                 parent_pid,
-            }) => Err(crate::worker::child_main::ChildLimits {
+            }) => Action::Parse(crate::worker::child_main::ChildLimits {
                 memory_bytes,
                 cpu_seconds,
                 parent_pid,
             }),
-            None => Ok(self.serve),
+            None => Action::Serve(self.serve),
         }
     }
 }

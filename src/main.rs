@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ragd::cli::Cli;
+use ragd::cli::{Action, Cli};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -24,23 +24,52 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match cli.into_config() {
-        Ok(config) => config,
+    let config = match cli.into_action() {
+        Action::Serve(config) => config,
         // The parser child: no runtime, no logging set-up, just parse.
-        Err(limits) => return ragd::worker::child_main::run(limits),
+        Action::Parse(limits) => return ragd::worker::child_main::run(limits),
+        Action::Reindex { data_dir } => return reindex(&data_dir),
     };
     return_large_blocks_to_the_system();
     ragd::telemetry::init(config.log_format);
-
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("ragd: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(ragd::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ragd: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(err) => {
+            eprintln!("ragd: cannot start the async runtime: {err}");
+            None
+        }
+    }
+}
+
+/// `ragd reindex`: progress in the log (stderr), the result on stdout.
+fn reindex(data_dir: &std::path::Path) -> ExitCode {
+    ragd::telemetry::init(ragd::config::LogFormat::Text);
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(ragd::reindex(data_dir)) {
+        Ok(done) => {
+            println!(
+                "ragd: the search index of {} holds {} chunks (rebuilt in {:.1} s)",
+                data_dir.display(),
+                done.chunks,
+                done.took.as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("ragd: {err}");
             ExitCode::from(err.exit_code())

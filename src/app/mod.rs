@@ -3,8 +3,11 @@
 //! the start-up sweeps (`sweep`), then listen and serve until a signal
 //! (`serve`, which also shuts down in order).
 
+mod reindex;
 mod serve;
 mod sweep;
+
+pub use reindex::{Reindexed, reindex};
 
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;

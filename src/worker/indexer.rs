@@ -180,9 +180,28 @@ pub enum Error {
 
 /// One step; `false` when there was nothing to do.
 pub async fn step(state: &AppState) -> Result<bool, Error> {
-    let after = state.search.through();
-    let (batch, deletes_through) = state
-        .db
+    let applied = apply_next(&state.db, &state.search).await?;
+    let done = state.worker.indexing.take_indexed(state.search.through());
+    if applied.deletes_through == 0 && done.is_empty() {
+        return Ok(applied.changed);
+    }
+    finish(state, applied.deletes_through, done).await;
+    Ok(true)
+}
+
+/// What [`apply_next`] did.
+pub struct Applied {
+    /// Whether the index committed anything.
+    pub changed: bool,
+    /// The last queued delete the commit applied (0: none queued).
+    pub deletes_through: i64,
+}
+
+/// Reads the next batch (chunks past the index's `through`, queued
+/// deletes) in one snapshot and applies it in one index commit.
+pub async fn apply_next(db: &db::Db, index: &search::Index) -> Result<Applied, Error> {
+    let after = index.through();
+    let (batch, deletes_through) = db
         .read(move |conn| {
             // One snapshot: `through` covers exactly the chunks read.
             let tx = conn.unchecked_transaction()?;
@@ -200,15 +219,15 @@ pub async fn step(state: &AppState) -> Result<bool, Error> {
             Ok((batch, deletes.through))
         })
         .await?;
-    let changes = !batch.chunks.is_empty() || !batch.deleted.is_empty() || batch.through > after;
-    if changes {
+    let changed = !batch.chunks.is_empty() || !batch.deleted.is_empty() || batch.through > after;
+    if changed {
         #[cfg(feature = "test-hooks")]
         let stall = !batch.chunks.is_empty();
         #[cfg(feature = "test-hooks")]
         if stall {
             super::test_hooks::index_stall(super::test_hooks::IndexPoint::BeforeCommit).await;
         }
-        let index = state.search.clone();
+        let index = index.clone();
         tokio::task::spawn_blocking(move || index.apply(batch))
             .await
             .map_err(|e| search::Error(format!("index task failed: {e}")))??;
@@ -217,12 +236,10 @@ pub async fn step(state: &AppState) -> Result<bool, Error> {
             super::test_hooks::index_stall(super::test_hooks::IndexPoint::AfterCommit).await;
         }
     }
-    let done = state.worker.indexing.take_indexed(state.search.through());
-    if deletes_through == 0 && done.is_empty() {
-        return Ok(changes);
-    }
-    finish(state, deletes_through, done).await;
-    Ok(true)
+    Ok(Applied {
+        changed,
+        deletes_through,
+    })
 }
 
 /// Clears the applied deletes and finishes each document the index now

@@ -46,7 +46,7 @@ pub(crate) fn without_caller_settings(mut command: Command) -> Command {
 }
 
 /// Runs `ragd` to completion (killed if it outlives `TIMEOUT`).
-async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = ragd();
     command.args(args).envs(env.iter().copied());
     tokio::time::timeout(TIMEOUT, command.output())
@@ -157,7 +157,8 @@ impl Server {
         server
     }
 
-    /// SIGKILL: no shutdown code runs.
+    /// SIGKILL: no shutdown code runs (the crash tests, feature `test-hooks`).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) async fn kill(&mut self) {
         self.child.start_kill().expect("send SIGKILL");
         let status = tokio::time::timeout(TIMEOUT, self.child.wait())

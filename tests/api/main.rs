@@ -27,6 +27,7 @@ mod page;
 mod parse_crash;
 mod poison;
 mod realtime;
+mod reindex;
 mod replay;
 mod restart;
 mod search;
