@@ -83,21 +83,27 @@ fn count_segment(segment: &tantivy::SegmentReader, terms: Field) -> Result<HashM
 }
 
 /// BM25's statistics for one user's search.
+///
+/// The idf is FTS5's, ragd's ranking before tantivy: `ln((N - n + 0.5) /
+/// (n + 0.5))`, floored near 0 for a word in half the chunks or more.
+/// tantivy computes `ln(1 + (N - n + 0.5) / (n + 0.5))`, which weighs
+/// common words more; on SciFact that cost nDCG@10 0.687 -> 0.682
+/// (docs/BENCHMARKS.md, round 8). tantivy takes only the counts, so the
+/// counts given are scaled (`SCALE`) and each word's count chosen so that
+/// tantivy's formula yields FTS5's idf; the average length, the other use
+/// of the counts, is unchanged by the scaling.
 pub struct UserStatistics<'a> {
     pub searcher: &'a Searcher,
     pub user: UserCount,
 }
 
-impl Bm25StatisticsProvider for UserStatistics<'_> {
-    fn total_num_tokens(&self, _field: Field) -> tantivy::Result<u64> {
-        Ok(self.user.terms)
-    }
+/// How much finer than one chunk the counts given to tantivy are, so that
+/// rounding a word's scaled count moves its idf by under 0.1%.
+const SCALE: u64 = 1024;
 
-    fn total_num_docs(&self) -> tantivy::Result<u64> {
-        Ok(self.user.chunks)
-    }
-
-    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+impl UserStatistics<'_> {
+    /// The chunks holding `term` among the user's live chunks.
+    fn live_doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
         let mut total = 0u64;
         for segment in self.searcher.segment_readers() {
             let index = segment.inverted_index(term.field())?;
@@ -111,5 +117,79 @@ impl Bm25StatisticsProvider for UserStatistics<'_> {
             total += u64::from(count);
         }
         Ok(total)
+    }
+}
+
+/// The count for which tantivy's idf over `SCALE * chunks` chunks equals
+/// FTS5's idf of a word in `n` of `chunks` chunks.
+pub(super) fn scaled_doc_freq(n: u64, chunks: u64) -> u64 {
+    let total = chunks.saturating_mul(SCALE);
+    if n == 0 {
+        return 0;
+    }
+    // FTS5: idf = ln(r); tantivy: idf = ln((N' + 1) / (n' + 0.5)).
+    let r = (chunks as f64 - n as f64 + 0.5) / (n as f64 + 0.5);
+    if r <= 1.0 {
+        // FTS5's floor (1e-6); tantivy's idf at n' = N' is as small.
+        return total;
+    }
+    let scaled = (total as f64 + 1.0) / r - 0.5;
+    (scaled.round().max(1.0) as u64).min(total)
+}
+
+impl Bm25StatisticsProvider for UserStatistics<'_> {
+    fn total_num_tokens(&self, _field: Field) -> tantivy::Result<u64> {
+        Ok(self.user.terms.saturating_mul(SCALE))
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.user.chunks.saturating_mul(SCALE))
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let n = self.live_doc_freq(term)?.min(self.user.chunks);
+        Ok(scaled_doc_freq(n, self.user.chunks))
+    }
+}
+
+#[cfg(test)]
+mod idf_tests {
+    use super::*;
+
+    fn tantivy_idf(n: u64, total: u64) -> f64 {
+        (1.0 + ((total - n) as f64 + 0.5) / (n as f64 + 0.5)).ln()
+    }
+
+    #[test]
+    fn the_scaled_counts_give_fts5s_idf() {
+        for chunks in [1u64, 7, 100, 5_183, 106_000, 1_000_000] {
+            for n in [1u64, 2, 3, 10, 99, 1_000, 40_000, 499_999] {
+                if n > chunks {
+                    continue;
+                }
+                let fts5 = ((chunks as f64 - n as f64 + 0.5) / (n as f64 + 0.5))
+                    .ln()
+                    .max(1e-6);
+                let got = tantivy_idf(scaled_doc_freq(n, chunks), chunks * SCALE);
+                assert!(
+                    (got - fts5).abs() <= 1e-3 * fts5.max(1.0) + 1e-3,
+                    "{n} of {chunks}: {got} against FTS5's {fts5}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rarer_words_weigh_more_and_counts_stay_in_range() {
+        let chunks = 10_000;
+        let mut last = f64::INFINITY;
+        for n in 1..=chunks {
+            let scaled = scaled_doc_freq(n, chunks);
+            assert!(scaled <= chunks * SCALE, "tantivy asserts n <= N");
+            let idf = tantivy_idf(scaled, chunks * SCALE);
+            assert!(idf <= last + 1e-9, "idf grows at {n}");
+            last = idf;
+        }
+        assert_eq!(scaled_doc_freq(0, chunks), 0);
     }
 }

@@ -135,7 +135,7 @@ async fn small_window(app: &TestApp) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_disconnected_and_a_slow_reader_is_not() {
     let app =
-        TestApp::spawn_with(&["--write-timeout", "1s", "--idle-timeout", "60s", "--workers", "0"]).await;
+        TestApp::spawn_with(&["--write-timeout", "2s", "--idle-timeout", "60s", "--workers", "0"]).await;
     let api = Api::of(&app);
     let token = api.register("reader@example.com").await;
     let size = 16 << 20;
@@ -145,12 +145,14 @@ async fn a_client_that_stops_reading_is_disconnected_and_a_slow_reader_is_not() 
         id(&doc)
     );
 
-    // Reads a little, then nothing for three write timeouts.
+    // Reads a little, then nothing for three write timeouts. (2 s, not
+    // 1 s: the slow reader below must never pause that long, even on a
+    // loaded machine.)
     let mut stalled = small_window(&app).await;
     stalled.write_all(request.as_bytes()).await.expect("write");
     let mut buf = vec![0u8; 64 * 1024];
     let _ = stalled.read(&mut buf).await.expect("the response starts");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let mut rest = Vec::new();
     let drained = tokio::time::timeout(BOUND, stalled.read_to_end(&mut rest)).await;
     let got = rest.len();
