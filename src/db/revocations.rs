@@ -103,7 +103,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("b", Reason::Deleted)]
         );
-        record(&conn, "c", Reason::Deleted, 2_000 + KEEP_MS + 1).expect("record");
+        record(&conn, "c", Reason::Deleted, 1_000 + KEEP_MS + 1).expect("record");
         let left = after(&conn, 0).expect("after");
         assert_eq!(
             left.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(),
