@@ -274,3 +274,46 @@ async fn user_commands_need_an_existing_database() {
         "nothing is created in the wrong dir"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_while_the_server_is_stopped_is_finished_when_it_starts() {
+    let app = TestApp::spawn().await;
+    let api = Api::of(&app);
+    let token = api.register("offline@example.com").await;
+    let other = api.register("online@example.com").await;
+    api.upload_ready(&token, "mine.txt", b"Tide tables for the northern harbour.")
+        .await;
+    let kept = api
+        .upload_ready(&other, "theirs.txt", b"Tide tables for the southern harbour.")
+        .await;
+    let (dir, args) = app.stop().await;
+
+    let path = dir.path().display().to_string();
+    let output = run(
+        &[
+            "user",
+            "delete",
+            "--email",
+            "offline@example.com",
+            "--yes",
+            "--data-dir",
+            &path,
+        ],
+        &[],
+    )
+    .await;
+    succeeded(&output);
+    assert_eq!(files_in(dir.path()), [id(&kept).to_owned()]);
+
+    let app = TestApp::spawn_in(dir, args).await;
+    let api = Api::of(&app);
+    app.get("/api/auth/me", Some(&token))
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let hits = api.search(&other, "tide harbour").await;
+    assert_eq!(hits.len(), 1, "only the other user's chunk: {hits:?}");
+    assert_eq!(hits[0]["document_id"], kept["id"]);
+    // The same email can be registered again, with nothing of the old account.
+    let fresh = api.register("offline@example.com").await;
+    assert!(api.search(&fresh, "tide harbour").await.is_empty());
+}
