@@ -223,7 +223,7 @@ fn normalize_email(raw: &str) -> String {
 /// The email rule of docs/API.md: trimmed, lower-cased, at most 254
 /// characters, no whitespace, control or invisible character inside, one
 /// `@` with a non-empty local part and a domain containing a dot.
-fn valid_email(raw: &str) -> Result<String, ApiError> {
+pub fn valid_email(raw: &str) -> Result<String, ApiError> {
     let email = normalize_email(raw);
     let invalid = || ApiError::Validation("email must look like name@example.com".into());
     if email.chars().count() > 254 {
@@ -244,7 +244,7 @@ fn valid_email(raw: &str) -> Result<String, ApiError> {
 }
 
 /// 8..=256 characters (Unicode scalar values).
-fn valid_password(password: &str) -> Result<(), ApiError> {
+pub fn valid_password(password: &str) -> Result<(), ApiError> {
     let n = password.chars().count();
     if !(8..=256).contains(&n) {
         return Err(ApiError::Validation(

@@ -1,6 +1,6 @@
 //! The command line: `ragd` and `ragd serve` run the server; `ragd
-//! reindex` rebuilds the search index; the worker's hidden `parse` is the
-//! parser child.
+//! reindex` rebuilds the search index; `ragd user` manages accounts; the
+//! worker's hidden `parse` is the parser child.
 
 use std::path::PathBuf;
 
@@ -32,6 +32,20 @@ pub enum Command {
         #[arg(long, env = "RAGD_DATA_DIR", default_value = "./data", value_name = "DIR")]
         data_dir: PathBuf,
     },
+    /// Manage accounts (works while the server runs, through the database).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+        /// The data dir of the server.
+        #[arg(
+            long,
+            env = "RAGD_DATA_DIR",
+            default_value = "./data",
+            value_name = "DIR",
+            global = true
+        )]
+        data_dir: PathBuf,
+    },
     /// The worker's parser process (internal: started by the server).
     #[command(hide = true)]
     Parse {
@@ -45,6 +59,45 @@ pub enum Command {
     },
 }
 
+/// `ragd user ...`: exit 2 for bad input, 1 when it cannot be done (an
+/// unknown or taken email, a database that cannot be written).
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Every account with its document and conversation counts.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an account (even while registration is closed).
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of stdin, instead of
+        /// generating one and printing it once.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password; every token of the account stops working and a
+    /// running server closes its sockets.
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of stdin, instead of
+        /// generating one and printing it once.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete an account and everything it owns.
+    Delete {
+        #[arg(long)]
+        email: String,
+        /// Do not ask (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 /// What the process is to do.
 // Made once at start-up, like `Command`.
 #[allow(clippy::large_enum_variant)]
@@ -52,6 +105,10 @@ pub enum Action {
     Serve(Config),
     Reindex {
         data_dir: PathBuf,
+    },
+    User {
+        data_dir: PathBuf,
+        command: UserCommand,
     },
     /// Be the worker's parser child.
     Parse(crate::worker::child_main::ChildLimits),
@@ -62,6 +119,7 @@ impl Cli {
         match self.command {
             Some(Command::Serve(config)) => Action::Serve(config),
             Some(Command::Reindex { data_dir }) => Action::Reindex { data_dir },
+            Some(Command::User { command, data_dir }) => Action::User { data_dir, command },
             Some(Command::Parse {
                 memory_bytes,
                 cpu_seconds,

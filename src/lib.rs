@@ -36,6 +36,6 @@ pub mod worker;
 mod app;
 mod lock;
 
-pub use app::{App, Reindexed, StartupError, reindex, run};
+pub use app::{App, Reindexed, StartupError, admin, reindex, run};
 pub use config::Config;
 pub use state::{AppState, Hooks};

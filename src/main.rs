@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         // The parser child: no runtime, no logging set-up, just parse.
         Action::Parse(limits) => return ragd::worker::child_main::run(limits),
         Action::Reindex { data_dir } => return reindex(&data_dir),
+        Action::User { data_dir, command } => return user(&data_dir, command),
     };
     return_large_blocks_to_the_system();
     ragd::telemetry::init(config.log_format);
@@ -68,6 +69,24 @@ fn reindex(data_dir: &std::path::Path) -> ExitCode {
                 done.chunks,
                 done.took.as_secs_f64()
             );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("ragd: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// `ragd user ...`: the result on stdout, errors as one line on stderr.
+fn user(data_dir: &std::path::Path, command: ragd::cli::UserCommand) -> ExitCode {
+    ragd::telemetry::init(ragd::config::LogFormat::Text);
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(ragd::admin::user(data_dir, command)) {
+        Ok(report) => {
+            print!("{report}");
             ExitCode::SUCCESS
         }
         Err(err) => {

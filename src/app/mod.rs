@@ -3,6 +3,8 @@
 //! the start-up sweeps (`sweep`), then listen and serve until a signal
 //! (`serve`, which also shuts down in order).
 
+pub mod admin;
+mod notices;
 mod reindex;
 mod serve;
 mod sweep;
@@ -51,6 +53,8 @@ impl StartupError {
 /// to listen.
 pub struct App {
     state: AppState,
+    /// The newest revocation by `ragd user` at start-up (`notices`).
+    revoked_through: i64,
     _lock: DataDirLock,
 }
 
@@ -76,6 +80,11 @@ impl App {
 
         let files = Files::new(&config.data_dir);
         sweep::at_start_up(&db, &files).await?;
+        // Read before listening: no socket can predate it.
+        let revoked_through = db
+            .read(db::revocations::last_id)
+            .await
+            .map_err(|e| StartupError::Runtime(format!("cannot read the revocations: {e}")))?;
         let search = open_index(&config.data_dir, db.epoch()).await?;
         let reserve = DiskReserve::new(&config.data_dir, config.disk_reserve_mb.saturating_mul(1 << 20));
         if !reserve.ensure().await {
@@ -118,7 +127,11 @@ impl App {
         crate::worker::indexer::catch_up(&state)
             .await
             .map_err(|e| StartupError::Runtime(format!("cannot build the search index: {e}")))?;
-        Ok(App { state, _lock: lock })
+        Ok(App {
+            state,
+            revoked_through,
+            _lock: lock,
+        })
     }
 
     pub fn state(&self) -> &AppState {

@@ -7,7 +7,7 @@
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{App, sweep};
+use super::{App, notices, sweep};
 use crate::db;
 
 impl App {
@@ -19,6 +19,7 @@ impl App {
         let router = crate::api::router(state.clone());
         let stopping = state.stopping.clone();
         let sweeper = tokio::spawn(sweep::periodically(state.clone()));
+        let notices = tokio::spawn(notices::watch(state.clone(), self.revoked_through));
         let workers = crate::worker::spawn(&state);
         let config = &state.config;
         let limits = crate::server::Limits {
@@ -60,6 +61,7 @@ impl App {
         };
         stopping.cancel();
         sweeper.abort();
+        notices.abort();
         // Workers stop at once (their parser children are killed); the jobs
         // they held go back to the queue without using up a retry.
         for worker in workers {

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/006_event_indexes.sql"),
     include_str!("migrations/007_user_indexes.sql"),
     include_str!("migrations/008_search_index.sql"),
+    include_str!("migrations/009_revocations.sql"),
 ];
 
 /// Brings the database to the newest version in one IMMEDIATE transaction.
@@ -40,6 +41,23 @@ pub fn run(conn: &mut Connection) -> Result<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Fails unless the database is at exactly the newest version: for the
+/// admin commands, which work beside a running server and so must never
+/// migrate (the server does that, holding the data dir).
+pub fn check_current(conn: &Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let newest = MIGRATIONS.len();
+    match usize::try_from(current).unwrap_or(0) {
+        version if version == newest => Ok(()),
+        version if version > newest => Err(Error::Other(format!(
+            "the database is at schema version {version}, newer than this ragd knows ({newest}); use a newer ragd"
+        ))),
+        version => Err(Error::Other(format!(
+            "the database is at schema version {version}, older than this ragd ({newest}); start this ragd's server once to migrate it"
+        ))),
+    }
 }
 
 /// What a migration needs done before its SQL that SQL cannot say.

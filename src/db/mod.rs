@@ -11,6 +11,7 @@ pub mod events;
 pub mod idempotency;
 pub mod jobs;
 pub mod messages;
+pub mod revocations;
 pub mod users;
 
 use std::ops::Deref;
@@ -112,6 +113,32 @@ impl Db {
         }
         configure(&conn, sync)?;
         migrate::run(&mut conn)?;
+        Self::finish(path, conn, sync, |conn| Writer::start(conn, publish))
+    }
+
+    /// Opens an existing database beside the server that may be running on
+    /// it (`ragd user`): never creates or migrates it, and fails unless it
+    /// is at this ragd's schema version. Its writes wait for the server's
+    /// (SQLite serializes the two writers; `BUSY_TIMEOUT`).
+    pub fn open_beside_server(path: &Path, publish: Publisher) -> Result<Db> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn, SyncMode::Full)?;
+        migrate::check_current(&conn)?;
+        Self::finish(path, conn, SyncMode::Full, |conn| {
+            Writer::start_beside(conn, publish)
+        })
+    }
+
+    /// The read pool, and the writer `start`s on `conn` (migrated).
+    fn finish(
+        path: &Path,
+        conn: Connection,
+        sync: SyncMode,
+        start: impl FnOnce(Connection) -> Result<Writer>,
+    ) -> Result<Db> {
         let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))?;
 
         let manager = SqliteConnectionManager::file(path)
@@ -125,7 +152,7 @@ impl Db {
             .min_idle(Some(1))
             .connection_timeout(BUSY_TIMEOUT)
             .build(manager)?;
-        let writer = Writer::start(conn, publish)?;
+        let writer = start(conn)?;
         Ok(Db {
             pool,
             writer,

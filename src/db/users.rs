@@ -97,6 +97,62 @@ pub fn set_password(conn: &Connection, id: &str, old_hash: &str, new_hash: &str)
     )?)
 }
 
+/// Sets a new password hash whatever the old one was (an administrator's
+/// reset) and revokes every token; returns the new version.
+#[instrument(skip_all)]
+pub fn reset_password(conn: &Connection, id: &str, new_hash: &str) -> Result<i64> {
+    Ok(conn.query_row(
+        "UPDATE users SET password_hash = ?2, token_version = token_version + 1
+         WHERE id = ?1 RETURNING token_version",
+        params![id, new_hash],
+        |r| r.get(0),
+    )?)
+}
+
+/// An account with what it owns, as `ragd user list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub id: String,
+    pub email: String,
+    pub created_at: String,
+    pub documents: i64,
+    pub conversations: i64,
+}
+
+const SUMMARY: &str = "SELECT u.id, u.email, u.created_at,
+        (SELECT count(*) FROM documents d WHERE d.user_id = u.id),
+        (SELECT count(*) FROM conversations c WHERE c.user_id = u.id)
+    FROM users u";
+
+fn summary(row: &Row<'_>) -> rusqlite::Result<Summary> {
+    Ok(Summary {
+        id: row.get(0)?,
+        email: row.get(1)?,
+        created_at: format_ms(row.get(2)?),
+        documents: row.get(3)?,
+        conversations: row.get(4)?,
+    })
+}
+
+/// Every account, oldest first, with its document and conversation counts.
+#[instrument(skip_all)]
+pub fn summaries(conn: &Connection) -> Result<Vec<Summary>> {
+    let rows = conn
+        .prepare(&format!("{SUMMARY} ORDER BY u.created_at, u.id"))?
+        .query_map([], summary)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// One account with its counts, by (normalized) email.
+#[instrument(skip_all)]
+pub fn summary_by_email(conn: &Connection, email: &str) -> Result<Option<Summary>> {
+    Ok(conn
+        .prepare(&format!("{SUMMARY} WHERE u.email = ?1"))?
+        .query_row([email], summary)
+        .optional()?)
+}
+
 /// Deletes the account; everything it owns goes with it (ON DELETE
 /// CASCADE). Its search index is the caller's to drop first
 /// (`chunks::drop_user_index`), so that the chunks' deletes need not queue

@@ -31,5 +31,6 @@ mod reindex;
 mod replay;
 mod restart;
 mod search;
+mod users;
 #[cfg(feature = "test-hooks")]
 mod worker;

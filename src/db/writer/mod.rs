@@ -115,10 +115,20 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(conn: Connection, publish: Publisher) -> Result<Writer> {
+        Self::start_with(conn, publish, true)
+    }
+
+    /// A writer beside the server's (`ragd user`): it leaves the WAL to
+    /// the server, without the final checkpoint that would wait for it.
+    pub fn start_beside(conn: Connection, publish: Publisher) -> Result<Writer> {
+        Self::start_with(conn, publish, false)
+    }
+
+    fn start_with(conn: Connection, publish: Publisher, final_checkpoint: bool) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
             .name("ragd-writer".into())
-            .spawn(move || run(conn, rx, publish))
+            .spawn(move || run(conn, rx, publish, final_checkpoint))
             .map_err(|e| Error::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             tx,
@@ -153,7 +163,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher, final_checkpoint: bool) {
     conn.wal_hook(Some(note_wal_frames));
     let mut batch: Vec<Box<dyn QueuedWrite>> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -195,7 +205,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
     while let Ok(Msg::Write(write)) = rx.try_recv() {
         write.abort(Error::Closed);
     }
-    if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+    if final_checkpoint && let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %err, "final WAL checkpoint failed");
     }
 }
