@@ -3,11 +3,17 @@
 //! the start-up sweeps (`sweep`), then listen and serve until a signal
 //! (`serve`, which also shuts down in order).
 
+mod backup;
+mod check;
 mod reindex;
+mod restore;
 mod serve;
 mod sweep;
 
+pub use backup::{BackedUp, backup};
+pub use check::{Report, check};
 pub use reindex::{Reindexed, reindex};
+pub use restore::{Restored, restore};
 
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
