@@ -130,7 +130,11 @@ fn check(data_dir: &std::path::Path) -> ExitCode {
     match ragd::ops::check(data_dir) {
         Ok(report) => {
             println!("ragd check of {}\n{report}", data_dir.display());
-            if report.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report.healthy() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(err) => {
             eprintln!("ragd: {err}");

@@ -206,10 +206,7 @@ fn stage(
                     missing.insert(id.clone());
                 }
                 Err(e) => {
-                    return Err(runtime(format!(
-                        "cannot copy {}: {e}",
-                        files.join(id).display()
-                    )));
+                    return Err(runtime(format!("cannot copy {}: {e}", files.join(id).display())));
                 }
             }
         }
@@ -239,13 +236,12 @@ fn stage(
 
 /// Takes the snapshot; returns its epoch and document ids.
 fn read_snapshot(db_path: &Path, snapshot: &Path) -> Result<(String, HashSet<String>), StartupError> {
-    let failed = |e: db::Error| {
-        StartupError::Runtime(format!("cannot take a snapshot of {}: {e}", db_path.display()))
-    };
+    let failed =
+        |e: db::Error| StartupError::Runtime(format!("cannot take a snapshot of {}: {e}", db_path.display()));
     let conn = maintenance::snapshot(db_path, snapshot).map_err(failed)?;
-    let epoch = maintenance::epoch(&conn).map_err(failed)?.ok_or_else(|| {
-        StartupError::Config(format!("{} is not a ragd database", db_path.display()))
-    })?;
+    let epoch = maintenance::epoch(&conn)
+        .map_err(failed)?
+        .ok_or_else(|| StartupError::Config(format!("{} is not a ragd database", db_path.display())))?;
     let ids = maintenance::document_ids(&conn).map_err(failed)?;
     Ok((epoch, ids))
 }
@@ -301,10 +297,7 @@ fn write_archive(
     for id in &staged.documents {
         append_file(&mut archive, &format!("{FILES}/{id}"), &staging.file(id))?;
     }
-    let file = archive
-        .into_inner()?
-        .into_inner()
-        .map_err(|e| e.into_error())?;
+    let file = archive.into_inner()?.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     let bytes = file.metadata()?.len();
     drop(file);
@@ -361,7 +354,8 @@ mod tests {
             .expect("copy the migrated database");
         drop(conn);
         let conn = Connection::open(&path).expect("open");
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).expect("WAL");
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .expect("WAL");
         crate::db::testing::insert_user(&conn, "u");
         fs::create_dir(dir.path().join(FILES)).expect("files/");
         for id in documents {
@@ -385,7 +379,8 @@ mod tests {
 
     /// A delete as the server makes it: the row, then the file.
     fn delete(dir: &Path, conn: &Connection, id: &str) {
-        conn.execute("DELETE FROM documents WHERE id = ?1", [id]).expect("delete the row");
+        conn.execute("DELETE FROM documents WHERE id = ?1", [id])
+            .expect("delete the row");
         fs::remove_file(dir.join(FILES).join(id)).expect("remove the file");
     }
 
@@ -412,7 +407,10 @@ mod tests {
         }
         let snapshot = Connection::open(staging.database()).expect("the snapshot");
         let ids = maintenance::document_ids(&snapshot).expect("ids");
-        assert_eq!(ids, HashSet::from(["a".to_owned(), "c".to_owned(), "lost".to_owned()]));
+        assert_eq!(
+            ids,
+            HashSet::from(["a".to_owned(), "c".to_owned(), "lost".to_owned()])
+        );
     }
 
     #[test]

@@ -157,7 +157,9 @@ fn index(data_dir: &Path, conn: &Connection, epoch: &str, report: &mut Report) -
             return Ok(());
         }
         Err(Unusable::Stale(why)) => {
-            report.note(format!("search index: out of date, {why} (a server rebuilds it at start)"));
+            report.note(format!(
+                "search index: out of date, {why} (a server rebuilds it at start)"
+            ));
             return Ok(());
         }
         Err(Unusable::Damaged(why)) => {
@@ -183,7 +185,9 @@ fn index(data_dir: &Path, conn: &Connection, epoch: &str, report: &mut Report) -
         .rowids
         .iter()
         .copied()
-        .filter(|r| *r <= before.last_rowid && !before.rowids.contains(r) && !before.pending_deletes.contains(r))
+        .filter(|r| {
+            *r <= before.last_rowid && !before.rowids.contains(r) && !before.pending_deletes.contains(r)
+        })
         .collect();
     not_indexed.sort_unstable();
     stale.sort_unstable();
@@ -228,7 +232,9 @@ fn files(data_dir: &Path, conn: &Connection, report: &mut Report) -> db::Result<
         }
     };
     let unsure: Vec<String> = documents.difference(&listed.names).cloned().collect();
-    let mut without_file: Vec<String> = maintenance::existing_documents(conn, &unsure)?.into_iter().collect();
+    let mut without_file: Vec<String> = maintenance::existing_documents(conn, &unsure)?
+        .into_iter()
+        .collect();
     without_file.sort();
     if !without_file.is_empty() {
         report.problem(format!(

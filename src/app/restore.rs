@@ -42,7 +42,9 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Restored, StartupError> {
     let target = Target::prepare(data_dir)?;
     let _lock = DataDirLock::acquire(data_dir).map_err(StartupError::Runtime)?;
     let manifest = unpack(archive, data_dir).map_err(|e| match e {
-        Unpack::Refused(why) => StartupError::Config(format!("{} is not a usable ragd backup: {why}", from.display())),
+        Unpack::Refused(why) => {
+            StartupError::Config(format!("{} is not a usable ragd backup: {why}", from.display()))
+        }
         Unpack::Io(e) => StartupError::Runtime(format!("cannot restore into {}: {e}", data_dir.display())),
     })?;
     let (epoch, ids) = reopen(&data_dir.join(DATABASE))?;
@@ -198,7 +200,12 @@ fn unpack(archive: File, dir: &Path) -> Result<Manifest, Unpack> {
         }
         has_database |= matches!(place, Place::Database);
         let to = dir.join(&path);
-        let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&to) {
+        let mut file = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&to)
+        {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(refused(format!("{shown:?} appears twice")));
@@ -246,7 +253,10 @@ fn place_of(path: &Path) -> Option<Place> {
 /// epoch and its document ids.
 fn reopen(path: &Path) -> Result<(String, std::collections::HashSet<String>), StartupError> {
     let failed = |e: crate::db::Error| {
-        StartupError::Runtime(format!("cannot open the restored database {}: {e}", path.display()))
+        StartupError::Runtime(format!(
+            "cannot open the restored database {}: {e}",
+            path.display()
+        ))
     };
     let conn = Connection::open(path).map_err(|e| failed(e.into()))?;
     let problems = maintenance::quick_check(&conn).map_err(failed)?;

@@ -44,7 +44,10 @@ async fn load(api: Api, token: String, conversation: String, stop: Arc<AtomicBoo
                 &json!({ "content": question }),
             )
             .await;
-        let reply = reply.expect(StatusCode::OK)["id"].as_str().expect("an id").to_owned();
+        let reply = reply.expect(StatusCode::OK)["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned();
         acks.push((Instant::now(), Ack::Message { question, reply }));
 
         let bytes = format!("Load document {n}: the wombat{n} digs a burrow.").into_bytes();
@@ -90,7 +93,10 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it_with_a_n
     let conversation = conversation["id"].as_str().expect("an id").to_owned();
     let ready = [
         ("harbour.txt", "The harbour master counts the herons at dawn."),
-        ("orchard.md", "# Orchard\n\nThe orchard keeper grafts quince trees."),
+        (
+            "orchard.md",
+            "# Orchard\n\nThe orchard keeper grafts quince trees.",
+        ),
     ];
     let mut ready_docs = Vec::new();
     for (name, text) in ready {
@@ -120,7 +126,17 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it_with_a_n
     let archive = archive_dir.path().join("ragd-backup.tar");
     let dir = app.data_dir().display().to_string();
     let started = Instant::now();
-    let out = run(&["backup", "--data-dir", &dir, "--out", &archive.display().to_string()], &[]).await;
+    let out = run(
+        &[
+            "backup",
+            "--data-dir",
+            &dir,
+            "--out",
+            &archive.display().to_string(),
+        ],
+        &[],
+    )
+    .await;
     let finished = Instant::now();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
@@ -150,7 +166,17 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it_with_a_n
 
     let restored_dir = tempfile::tempdir().expect("a temp dir");
     let target = restored_dir.path().display().to_string();
-    let out = run(&["restore", "--from", &archive.display().to_string(), "--data-dir", &target], &[]).await;
+    let out = run(
+        &[
+            "restore",
+            "--from",
+            &archive.display().to_string(),
+            "--data-dir",
+            &target,
+        ],
+        &[],
+    )
+    .await;
     assert!(
         out.status.success(),
         "restore succeeds: {}{}",
@@ -160,7 +186,10 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it_with_a_n
     assert_eq!(mode_of(restored_dir.path()), 0o700);
     assert_eq!(mode_of(&restored_dir.path().join("secret.key")), 0o600);
     assert_eq!(mode_of(&restored_dir.path().join("files")), 0o700);
-    assert!(!restored_dir.path().join("index").exists(), "the index is not in the archive");
+    assert!(
+        !restored_dir.path().join("index").exists(),
+        "the index is not in the archive"
+    );
 
     let restored = TestApp::spawn_in(restored_dir, Vec::new()).await;
     let api = Api::of(&restored);
@@ -168,7 +197,10 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it_with_a_n
     api.get("/api/auth/me", &token).await.expect(StatusCode::OK);
 
     let listed = api
-        .get(&format!("/api/conversations/{conversation}/messages?limit=200"), &token)
+        .get(
+            &format!("/api/conversations/{conversation}/messages?limit=200"),
+            &token,
+        )
         .await;
     let messages = listed.expect(StatusCode::OK)["items"]
         .as_array()
@@ -181,7 +213,10 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it_with_a_n
     for (at, ack) in &acks {
         match ack {
             Ack::Message { question, reply } if before(at) => {
-                assert!(contents.contains(&question.as_str()), "question {question:?} restored");
+                assert!(
+                    contents.contains(&question.as_str()),
+                    "question {question:?} restored"
+                );
                 assert!(ids.contains(&reply.as_str()), "reply {reply} restored");
                 checked.0 += 1;
             }
@@ -211,7 +246,10 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it_with_a_n
             _ => {}
         }
     }
-    assert!(checked.0 > 0 && checked.1 > 0, "some load was checked: {checked:?}");
+    assert!(
+        checked.0 > 0 && checked.1 > 0,
+        "some load was checked: {checked:?}"
+    );
     for (doc, bytes) in &ready_docs {
         let found = api.document(&token, doc).await;
         assert_eq!(found["status"], json!("ready"), "{found}");
@@ -231,7 +269,10 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it_with_a_n
         &format!("since={old_head}&epoch={}", old_epoch.as_str().expect("a string")),
     )
     .await;
-    assert_ne!(ws.hello["epoch"], old_epoch, "a restored database has a new epoch");
+    assert_ne!(
+        ws.hello["epoch"], old_epoch,
+        "a restored database has a new epoch"
+    );
     ws.next_control("resync_required").await;
 }
 
@@ -258,7 +299,9 @@ fn crafted_archive(entry: &str) -> Vec<u8> {
     header.set_mode(0o600);
     header.set_entry_type(tar::EntryType::Regular);
     header.set_cksum();
-    builder.append(&header, &b"escaped"[..]).expect("append the entry");
+    builder
+        .append(&header, &b"escaped"[..])
+        .expect("append the entry");
     builder.into_inner().expect("finish the archive")
 }
 
@@ -277,16 +320,40 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
     let busy = scratch.path().join("busy");
     std::fs::create_dir(&busy).expect("mkdir");
     std::fs::write(busy.join("keep.txt"), b"mine").expect("write");
-    let out = run(&["restore", "--from", &archive, "--data-dir", &busy.display().to_string()], &[]).await;
+    let out = run(
+        &[
+            "restore",
+            "--from",
+            &archive,
+            "--data-dir",
+            &busy.display().to_string(),
+        ],
+        &[],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not empty"), "{stderr}");
-    let names: Vec<_> = std::fs::read_dir(&busy).expect("list").flatten().map(|e| e.file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&busy)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(names, vec!["keep.txt"], "nothing is written into it");
 
     // Into a dir that is missing, or empty, it works.
     let fresh = scratch.path().join("fresh");
-    let out = run(&["restore", "--from", &archive, "--data-dir", &fresh.display().to_string()], &[]).await;
+    let out = run(
+        &[
+            "restore",
+            "--from",
+            &archive,
+            "--data-dir",
+            &fresh.display().to_string(),
+        ],
+        &[],
+    )
+    .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(fresh.join("ragd.db").is_file());
 
@@ -313,7 +380,10 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{entry}: {stderr}");
         assert!(stderr.contains("unsafe path"), "{entry}: {stderr}");
-        assert!(!outside.exists(), "{entry}: nothing is written outside the data dir");
+        assert!(
+            !outside.exists(),
+            "{entry}: nothing is written outside the data dir"
+        );
         assert!(!target.exists(), "{entry}: a failed restore removes what it made");
     }
 }
@@ -323,13 +393,22 @@ async fn check_passes_a_healthy_dir_while_serving_and_names_each_damage() {
     let app = TestApp::spawn().await;
     let api = Api::of(&app);
     let token = api.register("check@example.com").await;
-    let kept = api.upload_ready(&token, "kept.txt", b"The lighthouse stands.").await;
-    let lost = api.upload_ready(&token, "lost.txt", b"The ferry sails at noon.").await;
+    let kept = api
+        .upload_ready(&token, "kept.txt", b"The lighthouse stands.")
+        .await;
+    let lost = api
+        .upload_ready(&token, "lost.txt", b"The ferry sails at noon.")
+        .await;
     let dir = app.data_dir().display().to_string();
 
     let out = run(&["check", "--data-dir", &dir], &[]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("healthy"), "{stdout}");
     assert!(!stdout.contains("PROBLEM"), "{stdout}");
 
@@ -346,7 +425,12 @@ async fn check_passes_a_healthy_dir_while_serving_and_names_each_damage() {
 
     let out = run(&["check", "--data-dir", &dir], &[]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for needle in [
         format!("have no file in {}", files.display()),
         id(&lost).to_owned(),
@@ -367,7 +451,10 @@ async fn backup_and_check_of_a_dir_without_a_database_exit_2() {
     let empty = tempfile::tempdir().expect("a temp dir");
     let dir = empty.path().display().to_string();
     let out_file = empty.path().join("out.tar").display().to_string();
-    for args in [vec!["backup", "--data-dir", &dir, "--out", &out_file], vec!["check", "--data-dir", &dir]] {
+    for args in [
+        vec!["backup", "--data-dir", &dir, "--out", &out_file],
+        vec!["check", "--data-dir", &dir],
+    ] {
         let out = run(&args, &[]).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
