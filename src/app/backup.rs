@@ -125,20 +125,38 @@ pub fn backup(data_dir: &Path, out: &Path, with_secret: bool) -> Result<BackedUp
 }
 
 /// `<data-dir>/.backup-<id>/`: the snapshot and links to the files it
-/// needs; removed when dropped.
+/// needs; removed when dropped. Its `.lock` is held while the backup runs,
+/// so a later backup knows an interrupted one's dir and removes it.
 struct Staging {
     dir: PathBuf,
+    _lock: File,
 }
+
+/// The name of a staging dir's lock file.
+const STAGING_LOCK: &str = ".lock";
+/// A staging dir without its lock older than this was left by a backup
+/// that died between creating it and locking it.
+const UNLOCKED_STAGING_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Staging {
     fn create(data_dir: &Path) -> Result<Staging, StartupError> {
-        let dir = data_dir.join(format!(".backup-{}", uuid::Uuid::now_v7().simple()));
+        remove_interrupted(data_dir);
+        let dir = data_dir.join(format!("{STAGING_PREFIX}{}", uuid::Uuid::now_v7().simple()));
+        let failed = |e: io::Error| StartupError::Runtime(format!("cannot create {}: {e}", dir.display()));
+        fs::DirBuilder::new().mode(0o700).create(&dir).map_err(failed)?;
+        let lock = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(STAGING_LOCK))
+            .map_err(failed)?;
+        lock.try_lock()
+            .map_err(|e| failed(io::Error::other(e.to_string())))?;
         fs::DirBuilder::new()
             .mode(0o700)
-            .create(&dir)
-            .and_then(|()| fs::DirBuilder::new().mode(0o700).create(dir.join(FILES)))
-            .map_err(|e| StartupError::Runtime(format!("cannot create {}: {e}", dir.display())))?;
-        Ok(Staging { dir })
+            .create(dir.join(FILES))
+            .map_err(failed)?;
+        Ok(Staging { dir, _lock: lock })
     }
 
     fn database(&self) -> PathBuf {
@@ -154,6 +172,42 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             tracing::warn!(error = %e, dir = %self.dir.display(), "cannot remove the backup's staging dir");
+        }
+    }
+}
+
+/// The prefix of staging dirs' names.
+pub(super) const STAGING_PREFIX: &str = ".backup-";
+
+/// Removes the staging dirs of backups that were interrupted (their lock
+/// is free); those of running backups stay.
+fn remove_interrupted(data_dir: &Path) {
+    let Ok(entries) = fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir || !entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let interrupted = match File::open(dir.join(STAGING_LOCK)) {
+            // Held while this removes it, so no other backup uses it.
+            Ok(lock) => lock.try_lock().is_ok(),
+            Err(_) => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > UNLOCKED_STAGING_AGE)),
+        };
+        if interrupted {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "removed the staging dir of an interrupted backup")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %dir.display(), "cannot remove the staging dir of an interrupted backup")
+                }
+            }
         }
     }
 }
@@ -422,6 +476,25 @@ mod tests {
         delete(dir.path(), &conn, "a");
         assert_eq!(staged.documents, ["a"]);
         assert_eq!(fs::read(staging.file("a")).expect("staged"), b"bytes of a");
+    }
+
+    #[test]
+    fn a_backup_removes_the_staging_dir_of_an_interrupted_one_but_not_of_a_running_one() {
+        let (dir, _conn) = data_dir(&[], &[]);
+        let running = Staging::create(dir.path()).expect("staging");
+        let interrupted = dir.path().join(format!("{STAGING_PREFIX}interrupted"));
+        fs::create_dir_all(interrupted.join(FILES)).expect("mkdir");
+        fs::write(interrupted.join(STAGING_LOCK), b"").expect("its lock file, not held");
+        let next = Staging::create(dir.path()).expect("staging");
+        assert!(!interrupted.exists(), "the interrupted one's dir is removed");
+        assert!(running.dir.exists(), "the running one's stays");
+        drop((running, next));
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(STAGING_PREFIX))
+            .collect();
+        assert!(left.is_empty(), "each backup removes its own");
     }
 
     #[test]

@@ -26,8 +26,9 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::StartupError;
+use crate::db::maintenance::ChunkSet;
 use crate::db::{self, maintenance};
-use crate::search::inspect::{self, Unusable};
+use crate::search::inspect::{self, Contents, Unusable};
 
 /// How long a file without a document may be an upload or a delete in
 /// progress.
@@ -175,23 +176,9 @@ fn index(data_dir: &Path, conn: &Connection, epoch: &str, report: &mut Report) -
         return Ok(());
     }
     let after = maintenance::chunk_set(conn)?;
-    let mut not_indexed: Vec<i64> = after
-        .rowids
-        .iter()
-        .copied()
-        .filter(|r| *r <= contents.through && !contents.rowids.contains(r))
-        .collect();
-    let mut stale: Vec<i64> = contents
-        .rowids
-        .iter()
-        .copied()
-        .filter(|r| {
-            *r <= before.last_rowid && !before.rowids.contains(r) && !before.pending_deletes.contains(r)
-        })
-        .collect();
-    not_indexed.sort_unstable();
-    stale.sort_unstable();
-    let repair = "restart the server or run `ragd reindex` with it stopped";
+    let (not_indexed, stale) = compare(&before, &contents, &after);
+    // A server keeps an index it can open: only a rebuild repairs this.
+    let repair = "stop the server and run `ragd reindex`";
     if !not_indexed.is_empty() {
         report.problem(format!(
             "{} chunks are missing from the search index (chunk rowids {}); {repair}",
@@ -214,6 +201,30 @@ fn index(data_dir: &Path, conn: &Connection, epoch: &str, report: &mut Report) -
         ));
     }
     Ok(())
+}
+
+/// The chunks missing from the index, and the deleted chunks still in it,
+/// sorted: `before` was read before the index, `after` after it.
+fn compare(before: &ChunkSet, index: &Contents, after: &ChunkSet) -> (Vec<i64>, Vec<i64>) {
+    // Taken in by the index, and not deleted since (it is still there).
+    let mut not_indexed: Vec<i64> = after
+        .rowids
+        .iter()
+        .copied()
+        .filter(|r| *r <= index.through && !index.rowids.contains(r))
+        .collect();
+    // Written before `before` and gone by then, with its delete applied.
+    let mut stale: Vec<i64> = index
+        .rowids
+        .iter()
+        .copied()
+        .filter(|r| {
+            *r <= before.last_rowid && !before.rowids.contains(r) && !before.pending_deletes.contains(r)
+        })
+        .collect();
+    not_indexed.sort_unstable();
+    stale.sort_unstable();
+    (not_indexed, stale)
 }
 
 /// `files/` against the documents (see the module's order).
@@ -322,11 +333,15 @@ fn leftovers(data_dir: &Path, report: &mut Report) {
     };
     let staging = entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".backup-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(super::backup::STAGING_PREFIX)
+        })
         .count();
     if staging > 0 {
         report.note(format!(
-            "{staging} .backup-* staging dirs in {}: a backup is running, or one was interrupted (then remove them)",
+            "{staging} .backup-* staging dirs in {}: a backup is running, or one was interrupted (the next backup removes those)",
             data_dir.display()
         ));
     }
@@ -344,4 +359,55 @@ fn examples<T: fmt::Display>(items: &[T]) -> String {
         text.push_str(&format!(" and {} more", items.len() - EXAMPLES));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(rowids: &[i64], pending: &[i64], last: i64) -> ChunkSet {
+        ChunkSet {
+            rowids: rowids.iter().copied().collect(),
+            pending_deletes: pending.iter().copied().collect(),
+            last_rowid: last,
+        }
+    }
+
+    fn index(rowids: &[i64], through: i64) -> Contents {
+        Contents {
+            epoch: "e".into(),
+            through,
+            rowids: rowids.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn an_index_in_step_or_merely_behind_is_fine() {
+        // 4 and 5 are newer than the index's commit; 2 was deleted, and its
+        // delete waits in the queue.
+        let before = chunks(&[1, 3, 4], &[2], 4);
+        let after = chunks(&[1, 3, 4, 5], &[2], 5);
+        assert_eq!(compare(&before, &index(&[1, 2, 3], 3), &after), (vec![], vec![]));
+    }
+
+    #[test]
+    fn changes_while_reading_raise_no_alarm() {
+        // 3 deleted and its delete applied between the reads: gone from
+        // the index, still in `before`; 6 written and indexed after `before`.
+        let before = chunks(&[1, 2, 3], &[], 3);
+        let after = chunks(&[1, 2, 6], &[], 6);
+        assert_eq!(compare(&before, &index(&[1, 2, 6], 6), &after), (vec![], vec![]));
+    }
+
+    #[test]
+    fn missing_and_stale_chunks_are_found() {
+        // 2 was taken in (through 9) but is not there; 9 was deleted and
+        // its delete applied (not queued), yet the index still has it.
+        let before = chunks(&[1, 2, 3, 4], &[], 9);
+        let after = chunks(&[1, 2, 3, 4], &[], 9);
+        assert_eq!(
+            compare(&before, &index(&[1, 3, 4, 9], 9), &after),
+            (vec![2], vec![9])
+        );
+    }
 }

@@ -314,7 +314,11 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
     let scratch = tempfile::tempdir().expect("a temp dir");
     let archive = scratch.path().join("good.tar").display().to_string();
     let dir = app.data_dir().display().to_string();
-    let out = run(&["backup", "--data-dir", &dir, "--out", &archive], &[]).await;
+    let out = run(
+        &["backup", "--data-dir", &dir, "--out", &archive, "--no-secret"],
+        &[],
+    )
+    .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let busy = scratch.path().join("busy");
@@ -356,6 +360,12 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
     .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(fresh.join("ragd.db").is_file());
+    assert!(
+        !fresh.join("secret.key").exists(),
+        "--no-secret leaves the key out"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("everyone signs in again"), "{stdout}");
 
     let outside = scratch.path().join("escaped");
     for entry in [
