@@ -7,15 +7,19 @@
 //! The archive is read as untrusted input: only the entries `ragd backup`
 //! writes are accepted (the manifest first, `ragd.db`, `secret.key`,
 //! `files/<name>`), as regular files with plain names; anything else (an
-//! absolute path, `..`, a link, another name) fails the restore, and a
-//! failed restore removes what it wrote.
+//! absolute path, `..`, a link, another name) fails the restore, and so
+//! does a database that fails `PRAGMA quick_check` or an original whose
+//! SHA-256 is not the one its document recorded at upload; a failed
+//! restore removes what it wrote.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use rusqlite::Connection;
+use sha2::{Digest, Sha256};
 
 use super::StartupError;
 use super::backup::{DATABASE, FILES, FORMAT, MANIFEST, Manifest, SECRET, is_plain_name};
@@ -47,13 +51,8 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Restored, StartupError> {
         }
         Unpack::Io(e) => StartupError::Runtime(format!("cannot restore into {}: {e}", data_dir.display())),
     })?;
-    let (epoch, ids) = reopen(&data_dir.join(DATABASE))?;
-    let mut missing_files: Vec<String> = ids
-        .iter()
-        .filter(|id| !data_dir.join(FILES).join(id).is_file())
-        .cloned()
-        .collect();
-    missing_files.sort();
+    let (epoch, digests) = reopen(&data_dir.join(DATABASE))?;
+    let missing_files = verify_files(&data_dir.join(FILES), &digests)?;
     for dir in [data_dir.join(FILES), data_dir.to_owned()] {
         File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -61,7 +60,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Restored, StartupError> {
     }
     target.done();
     Ok(Restored {
-        documents: ids.len(),
+        documents: digests.len(),
         missing_files,
         secret_key: manifest.secret_key,
         epoch,
@@ -250,8 +249,8 @@ fn place_of(path: &Path) -> Option<Place> {
 }
 
 /// Checks the restored database and gives it a new epoch; returns the
-/// epoch and its document ids.
-fn reopen(path: &Path) -> Result<(String, std::collections::HashSet<String>), StartupError> {
+/// epoch and its documents' digests.
+fn reopen(path: &Path) -> Result<(String, HashMap<String, String>), StartupError> {
     let failed = |e: crate::db::Error| {
         StartupError::Runtime(format!(
             "cannot open the restored database {}: {e}",
@@ -271,7 +270,49 @@ fn reopen(path: &Path) -> Result<(String, std::collections::HashSet<String>), St
         ));
     }
     let epoch = maintenance::renew_epoch(&conn).map_err(failed)?;
-    let ids = maintenance::document_ids(&conn).map_err(failed)?;
+    let digests = maintenance::document_digests(&conn).map_err(failed)?;
     conn.close().map_err(|(_, e)| failed(e.into()))?;
-    Ok((epoch, ids))
+    Ok((epoch, digests))
+}
+
+/// Checks each restored original against the SHA-256 its document
+/// recorded at upload (a damaged archive fails the restore); returns the
+/// documents whose file the archive did not hold, sorted.
+fn verify_files(files: &Path, digests: &HashMap<String, String>) -> Result<Vec<String>, StartupError> {
+    let mut missing = Vec::new();
+    for (id, expected) in digests {
+        let path = files.join(id);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.push(id.clone());
+                continue;
+            }
+            Err(e) => {
+                return Err(StartupError::Runtime(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let n = file
+                .read(&mut buffer)
+                .map_err(|e| StartupError::Runtime(format!("cannot read {}: {e}", path.display())))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
+        let actual: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        if &actual != expected {
+            return Err(StartupError::Config(format!(
+                "the archive is damaged: the original of document {id} does not have the SHA-256 recorded at its upload"
+            )));
+        }
+    }
+    missing.sort();
+    Ok(missing)
 }

@@ -3,7 +3,7 @@
 //! connections of their own: a snapshot with SQLite's online backup API,
 //! a new epoch for a restored copy, and the consistency checks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -96,6 +96,15 @@ pub fn document_ids(conn: &Connection) -> Result<HashSet<String>> {
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(ids)
+}
+
+/// Every document's id and the SHA-256 (hex) of its original.
+pub fn document_digests(conn: &Connection) -> Result<HashMap<String, String>> {
+    let digests = conn
+        .prepare("SELECT id, sha256 FROM documents")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(digests)
 }
 
 /// Which of `ids` are documents (one read).

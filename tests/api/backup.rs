@@ -310,7 +310,8 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
     let app = TestApp::spawn().await;
     let api = Api::of(&app);
     let token = api.register("refuse@example.com").await;
-    api.upload_ready(&token, "a.txt", b"An archive to restore.").await;
+    api.upload_ready(&token, "a.txt", b"An archive to restore: the kestrel hovers.")
+        .await;
     let scratch = tempfile::tempdir().expect("a temp dir");
     let archive = scratch.path().join("good.tar").display().to_string();
     let dir = app.data_dir().display().to_string();
@@ -366,6 +367,37 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("everyone signs in again"), "{stdout}");
+
+    // A damaged original: the restore fails and leaves nothing behind.
+    let mut bytes = std::fs::read(&archive).expect("read the archive");
+    // The last copy of the word: the file (the database, with its chunks,
+    // comes first).
+    let at = bytes
+        .windows(7)
+        .rposition(|w| w == b"kestrel")
+        .expect("the document's bytes are in the archive");
+    bytes[at] = b'K';
+    let damaged = scratch.path().join("damaged.tar");
+    std::fs::write(&damaged, bytes).expect("write");
+    let target = scratch.path().join("from-damaged");
+    let out = run(
+        &[
+            "restore",
+            "--from",
+            &damaged.display().to_string(),
+            "--data-dir",
+            &target.display().to_string(),
+        ],
+        &[],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("damaged") && stderr.contains("SHA-256"),
+        "{stderr}"
+    );
+    assert!(!target.exists(), "a failed restore removes what it made");
 
     let outside = scratch.path().join("escaped");
     for entry in [
