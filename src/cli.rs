@@ -1,5 +1,6 @@
 //! The command line: `ragd` and `ragd serve` run the server; `ragd
-//! reindex` rebuilds the search index; `ragd user` manages accounts; the
+//! reindex` rebuilds the search index; `ragd user` manages accounts;
+//! `ragd backup`, `restore` and `check` look after a data dir; the
 //! worker's hidden `parse` is the parser child.
 
 use std::path::PathBuf;
@@ -44,6 +45,35 @@ pub enum Command {
             value_name = "DIR",
             global = true
         )]
+        data_dir: PathBuf,
+    },
+    /// Write one archive of the data dir: database, originals, secret.key
+    /// (the server may keep running).
+    Backup {
+        /// The data dir of the server.
+        #[arg(long, env = "RAGD_DATA_DIR", default_value = "./data", value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The archive to write (replaced only once the new one is complete).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Leave secret.key out (a restore then signs everyone out).
+        #[arg(long)]
+        no_secret: bool,
+    },
+    /// Restore an archive of `ragd backup` into a new or empty data dir.
+    Restore {
+        /// The archive.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The data dir to create (it must not exist, or be empty).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Check a data dir: database, search index, files (read-only; the
+    /// server may keep running). Exits 1 when it finds a problem.
+    Check {
+        /// The data dir of the server.
+        #[arg(long, env = "RAGD_DATA_DIR", default_value = "./data", value_name = "DIR")]
         data_dir: PathBuf,
     },
     /// The worker's parser process (internal: started by the server).
@@ -110,6 +140,18 @@ pub enum Action {
         data_dir: PathBuf,
         command: UserCommand,
     },
+    Backup {
+        data_dir: PathBuf,
+        out: PathBuf,
+        with_secret: bool,
+    },
+    Restore {
+        from: PathBuf,
+        data_dir: PathBuf,
+    },
+    Check {
+        data_dir: PathBuf,
+    },
     /// Be the worker's parser child.
     Parse(crate::worker::child_main::ChildLimits),
 }
@@ -120,6 +162,17 @@ impl Cli {
             Some(Command::Serve(config)) => Action::Serve(config),
             Some(Command::Reindex { data_dir }) => Action::Reindex { data_dir },
             Some(Command::User { command, data_dir }) => Action::User { data_dir, command },
+            Some(Command::Backup {
+                data_dir,
+                out,
+                no_secret,
+            }) => Action::Backup {
+                data_dir,
+                out,
+                with_secret: !no_secret,
+            },
+            Some(Command::Restore { from, data_dir }) => Action::Restore { from, data_dir },
+            Some(Command::Check { data_dir }) => Action::Check { data_dir },
             Some(Command::Parse {
                 memory_bytes,
                 cpu_seconds,

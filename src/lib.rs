@@ -37,5 +37,9 @@ mod app;
 mod lock;
 
 pub use app::{App, Reindexed, StartupError, admin, reindex, run};
+/// The operator's commands on a data dir: `ragd backup`, `restore`, `check`.
+pub mod ops {
+    pub use crate::app::{BackedUp, Report, Restored, backup, check, restore};
+}
 pub use config::Config;
 pub use state::{AppState, Hooks};

@@ -30,6 +30,13 @@ fn main() -> ExitCode {
         Action::Parse(limits) => return ragd::worker::child_main::run(limits),
         Action::Reindex { data_dir } => return reindex(&data_dir),
         Action::User { data_dir, command } => return user(&data_dir, command),
+        Action::Backup {
+            data_dir,
+            out,
+            with_secret,
+        } => return backup(&data_dir, &out, with_secret),
+        Action::Restore { from, data_dir } => return restore(&from, &data_dir),
+        Action::Check { data_dir } => return check(&data_dir),
     };
     return_large_blocks_to_the_system();
     ragd::telemetry::init(config.log_format);
@@ -87,6 +94,78 @@ fn user(data_dir: &std::path::Path, command: ragd::cli::UserCommand) -> ExitCode
     match runtime.block_on(ragd::admin::user(data_dir, command)) {
         Ok(report) => {
             print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("ragd: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// `ragd backup`: what went into the archive on stdout.
+fn backup(data_dir: &std::path::Path, out: &std::path::Path, with_secret: bool) -> ExitCode {
+    ragd::telemetry::init(ragd::config::LogFormat::Text);
+    operator_command(ragd::ops::backup(data_dir, out, with_secret), |done| {
+        for id in &done.missing_files {
+            eprintln!("ragd: warning: document {id} has no file in the data dir; backed up without it");
+        }
+        let secret = if done.secret_key { ", secret.key" } else { "" };
+        println!(
+            "ragd: backed up {} documents{secret} to {} ({} bytes, {} snapshot(s))",
+            done.documents,
+            out.display(),
+            done.bytes,
+            done.snapshots
+        );
+    })
+}
+
+/// `ragd restore`.
+fn restore(from: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
+    ragd::telemetry::init(ragd::config::LogFormat::Text);
+    operator_command(ragd::ops::restore(from, data_dir), |done| {
+        for id in &done.missing_files {
+            eprintln!("ragd: warning: document {id} has no file in the archive");
+        }
+        let secret = if done.secret_key {
+            "with its secret.key (sessions stay valid)"
+        } else {
+            "without a secret.key (everyone signs in again)"
+        };
+        println!(
+            "ragd: restored the backup of {} into {}: {} documents, {secret}; new epoch {}",
+            done.created_at,
+            data_dir.display(),
+            done.documents,
+            done.epoch
+        );
+    })
+}
+
+/// `ragd check`: the report on stdout; exit 1 when it found a problem.
+fn check(data_dir: &std::path::Path) -> ExitCode {
+    ragd::telemetry::init(ragd::config::LogFormat::Text);
+    match ragd::ops::check(data_dir) {
+        Ok(report) => {
+            println!("ragd check of {}\n{report}", data_dir.display());
+            if report.healthy() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("ragd: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn operator_command<T>(result: Result<T, ragd::StartupError>, report: impl FnOnce(&T)) -> ExitCode {
+    match result {
+        Ok(done) => {
+            report(&done);
             ExitCode::SUCCESS
         }
         Err(err) => {

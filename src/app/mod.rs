@@ -5,11 +5,17 @@
 
 pub mod admin;
 mod notices;
+mod backup;
+mod check;
 mod reindex;
+mod restore;
 mod serve;
 mod sweep;
 
+pub use backup::{BackedUp, backup};
+pub use check::{Report, check};
 pub use reindex::{Reindexed, reindex};
+pub use restore::{Restored, restore};
 
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;

@@ -10,6 +10,7 @@ pub mod documents;
 pub mod events;
 pub mod idempotency;
 pub mod jobs;
+pub mod maintenance;
 pub mod messages;
 pub mod revocations;
 pub mod users;

@@ -19,6 +19,7 @@
 //! shows the new state to searches.
 
 pub mod analyzer;
+pub mod inspect;
 mod stats;
 
 use std::ops::Bound;

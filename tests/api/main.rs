@@ -9,6 +9,7 @@ mod helpers;
 mod ws_helpers;
 
 mod auth;
+mod backup;
 mod cli;
 mod conversations;
 #[cfg(feature = "test-hooks")]
