@@ -114,11 +114,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection, publish: Publisher) -> Result<Writer> {
+    /// Starts the writer thread; it records each batch's time from `BEGIN`
+    /// to `COMMIT` in `commits`.
+    pub fn start(conn: Connection, publish: Publisher, commits: metrics::Histogram) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
             .name("ragd-writer".into())
-            .spawn(move || run(conn, rx, publish))
+            .spawn(move || run(conn, rx, publish, commits))
             .map_err(|e| Error::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             tx,
@@ -139,6 +141,11 @@ impl Writer {
             .map_err(|_| Error::Other("the write failed unexpectedly".into()))?
     }
 
+    /// Writes queued and not yet taken by the writer thread.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Asks the writer to checkpoint the WAL after the writes queued so far.
     pub async fn checkpoint(&self) {
         let _ = self.tx.send(Msg::Checkpoint).await;
@@ -153,7 +160,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher, commits: metrics::Histogram) {
     conn.wal_hook(Some(note_wal_frames));
     let mut batch: Vec<Box<dyn QueuedWrite>> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -175,7 +182,9 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher) {
             }
         }
         if !batch.is_empty() {
+            let started = std::time::Instant::now();
             commit_batch(&conn, &publish, batch.drain(..));
+            commits.record(started.elapsed().as_secs_f64());
         }
         // An asked-for checkpoint also truncates the WAL; the automatic one
         // copies it back into the database, like SQLite's own would.
