@@ -395,8 +395,14 @@ pub struct Replies {
 impl Replies {
     /// A generation stored its outcome after `took`.
     pub fn generated(&self, end: ReplyEnd, took: Duration) {
-        self.ended[end as usize].increment(1);
+        self.ended(end);
         self.seconds.record(took.as_secs_f64());
+    }
+
+    /// A reply ended without a generation of this process (cancelled
+    /// before one started).
+    pub fn ended(&self, end: ReplyEnd) {
+        self.ended[end as usize].increment(1);
     }
 
     /// Replies marked `interrupted` by a sweep.

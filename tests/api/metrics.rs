@@ -10,7 +10,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::chat::ask;
+use crate::answerers::TestAnswerer;
+use crate::chat::{ask, ask_async, cancel_path};
 use crate::doc_helpers::{Api, fixture, id};
 use crate::helpers::{PASSWORD, TestApp, TestResponse};
 use crate::ws_helpers::{Ws, connect};
@@ -335,4 +336,44 @@ async fn the_output_is_prometheus_text_with_every_metric() {
     ] {
         assert!(response.text.contains(line), "{line} in\n{}", response.text);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_parse_and_a_cancelled_reply_are_counted() {
+    let answerer = TestAnswerer::gated();
+    let app = TestApp::spawn_with_hooks(&[], answerer.hooks()).await;
+    let api = Api::of(&app);
+    let token = api.register("failures@example.com").await;
+    let doc = api
+        .upload_ok(&token, "no-text.pdf", &fixture("no-text.pdf"))
+        .await;
+    api.wait_for_status(&token, id(&doc), "failed").await;
+
+    let conversation = app.create_conversation(&token, None).await;
+    let (_, pending) = ask_async(&app, &token, &conversation, "a slow one").await;
+    answerer.wait_for_calls(1).await;
+    app.post_empty(&cancel_path(&pending), Some(&token))
+        .await
+        .expect(StatusCode::OK);
+
+    let (_, m) = scrape(&app).await;
+    assert_eq!(m.get(r#"ragd_job_attempts_total{outcome="failed"}"#), 1.0);
+    assert_eq!(m.get(r#"ragd_job_attempts_total{outcome="succeeded"}"#), 0.0);
+    assert_eq!(
+        m.get(r#"ragd_job_attempt_duration_seconds_count{outcome="failed"}"#),
+        1.0
+    );
+    assert_eq!(m.get(r#"ragd_replies_total{status="cancelled"}"#), 1.0);
+    assert_eq!(m.get(r#"ragd_replies_total{status="done"}"#), 0.0);
+    assert_eq!(m.get("ragd_reply_generation_duration_seconds_count"), 1.0);
+    assert_eq!(
+        m.get(r#"ragd_http_requests_total{method="POST",route="/api/messages/{id}/cancel",status="200"}"#),
+        1.0
+    );
+    assert_eq!(
+        m.get(
+            r#"ragd_http_requests_total{method="POST",route="/api/conversations/{id}/messages",status="202"}"#
+        ),
+        1.0
+    );
 }
