@@ -10,9 +10,11 @@
 //! also keeps the rule of STYLE.md: no globals, everything in the state.
 //! The price is that nothing records through the facade's macros; every
 //! count goes through a handle taken from here, which is also the cheapest
-//! way: a handle is an `Arc` to an atomic, so the hot paths (a request, a
-//! frame, a commit) do no lookup and no allocation.
+//! way: a handle is an `Arc` to an atomic, so a frame, a commit or an
+//! attempt costs an atomic add, with no lookup and no allocation; a request
+//! costs one map lookup under a read lock (`http`).
 
+mod handles;
 mod http;
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, R
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tokio_util::sync::CancellationToken;
 
+pub use handles::{Attempt, CloseReason, Jobs, OpenSocket, Replies, ReplyEnd, Sockets};
 pub use http::{Requests, UNMATCHED, method_label};
 
 /// Upper bounds (seconds) of every histogram's buckets: from a fast commit
@@ -263,152 +266,6 @@ fn describe(recorder: &PrometheusRecorder) {
     recorder
         .register_gauge(&Key::from_parts("ragd_build_info", vec![version]), &METADATA)
         .set(1.0);
-}
-
-/// A set of label values, each with its own handle (`Self as usize`).
-macro_rules! labels {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $label:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum $name { $($(#[$vdoc])* $variant),+ }
-        impl $name {
-            pub const ALL: [$name; [$($label),+].len()] = [$($name::$variant),+];
-            pub fn label(self) -> &'static str {
-                match self { $($name::$variant => $label),+ }
-            }
-        }
-    };
-}
-
-labels! {
-    /// Why a socket ended (`ragd_ws_closes_total{reason}`): the close code
-    /// the server sent, or `client` when it sent none (the client closed
-    /// it or the connection broke).
-    CloseReason {
-        Client => "client",
-        Shutdown => "shutdown",
-        Idle => "idle",
-        TooBig => "too_big",
-        TokenExpired => "token_expired",
-        Revoked => "revoked",
-        TooSlow => "too_slow",
-    }
-}
-
-labels! {
-    /// How a parse attempt ended (`ragd_job_attempts_total{outcome}`).
-    Attempt {
-        Succeeded => "succeeded",
-        /// Failed; the job is queued again with backoff.
-        Retry => "retry",
-        /// The disk was full; the job waits without using up a retry.
-        Wait => "wait",
-        /// Failed for good (permanent, crash loop, out of retries).
-        Failed => "failed",
-        /// Taken back: its lease expired, or the server stopped or restarted.
-        Rescued => "rescued",
-    }
-}
-
-labels! {
-    /// The final status of a reply (`ragd_replies_total{status}`);
-    /// `interrupted` is `error` with the error `interrupted`.
-    ReplyEnd {
-        Done => "done",
-        Error => "error",
-        Cancelled => "cancelled",
-        Interrupted => "interrupted",
-    }
-}
-
-/// Handles of the realtime side.
-#[derive(Clone)]
-pub struct Sockets {
-    open: Gauge,
-    delivered: Counter,
-    closes: [Counter; CloseReason::ALL.len()],
-}
-
-impl Sockets {
-    /// Handles that count nothing (unit tests of the session).
-    pub fn noop() -> Sockets {
-        Sockets {
-            open: Gauge::noop(),
-            delivered: Counter::noop(),
-            closes: CloseReason::ALL.map(|_| Counter::noop()),
-        }
-    }
-
-    /// Counts an open socket until the guard is dropped.
-    pub fn opened(&self) -> OpenSocket {
-        self.open.increment(1.0);
-        OpenSocket(self.open.clone())
-    }
-
-    pub fn delivered(&self, events: u64) {
-        self.delivered.increment(events);
-    }
-
-    pub fn closed(&self, reason: CloseReason) {
-        self.closes[reason as usize].increment(1);
-    }
-}
-
-/// One open socket in `ragd_ws_sockets_open`.
-pub struct OpenSocket(Gauge);
-
-impl Drop for OpenSocket {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
-/// Handles of the document worker.
-#[derive(Clone)]
-pub struct Jobs {
-    attempts: [Counter; Attempt::ALL.len()],
-    seconds: [Histogram; Attempt::ALL.len()],
-}
-
-impl Jobs {
-    /// An attempt ended; `took` from its claim, when known.
-    pub fn attempt_ended(&self, outcome: Attempt, took: Option<Duration>) {
-        self.attempts[outcome as usize].increment(1);
-        if let Some(took) = took {
-            self.seconds[outcome as usize].record(took.as_secs_f64());
-        }
-    }
-
-    /// Attempts taken back by a sweep.
-    pub fn rescued(&self, count: usize) {
-        self.attempts[Attempt::Rescued as usize].increment(count as u64);
-    }
-}
-
-/// Handles of the chat side.
-#[derive(Clone)]
-pub struct Replies {
-    ended: [Counter; ReplyEnd::ALL.len()],
-    seconds: Histogram,
-}
-
-impl Replies {
-    /// A generation stored its outcome after `took`.
-    pub fn generated(&self, end: ReplyEnd, took: Duration) {
-        self.ended(end);
-        self.seconds.record(took.as_secs_f64());
-    }
-
-    /// A reply ended without a generation of this process (cancelled
-    /// before one started).
-    pub fn ended(&self, end: ReplyEnd) {
-        self.ended[end as usize].increment(1);
-    }
-
-    /// Replies marked `interrupted` by a sweep.
-    pub fn interrupted(&self, count: usize) {
-        self.ended[ReplyEnd::Interrupted as usize].increment(count as u64);
-    }
 }
 
 #[cfg(test)]
