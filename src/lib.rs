@@ -20,6 +20,7 @@ pub mod error;
 pub mod files;
 pub mod idempotency;
 pub mod ingest;
+pub mod instruments;
 pub mod names;
 pub mod rag;
 pub mod realtime;

@@ -15,6 +15,7 @@ use crate::chat::Generations;
 use crate::config::Config;
 use crate::db::{self, Db};
 use crate::files::Files;
+use crate::instruments::Metrics;
 use crate::rag::Answerer;
 use crate::realtime::Hub;
 use crate::reserve::DiskReserve;
@@ -43,6 +44,8 @@ pub struct Shared {
     pub reserve: DiskReserve,
     /// Cancelled when shutdown begins: sockets close with 1012.
     pub stopping: CancellationToken,
+    /// This server's metrics (`GET /metrics`); its own, not a global.
+    pub metrics: Metrics,
 }
 
 impl AppState {

@@ -59,7 +59,7 @@ pub async fn log_request(mut request: Request, next: Next) -> Response {
         None => path.clone(),
     };
     span.in_scope(|| {
-        if path == "/healthz" || path == "/readyz" {
+        if path == "/healthz" || path == "/readyz" || path == "/metrics" {
             tracing::debug!(%method, path = %target, status, latency_ms, "request");
         } else if status >= 500 {
             tracing::warn!(%method, path = %target, status, latency_ms, "request");

@@ -1,6 +1,6 @@
 //! HTTP routing: one router per resource, merged here, with the layers every
-//! request passes (request log, body limit, panic guard) and JSON answers
-//! for unknown paths and wrong methods.
+//! request passes (metrics, request log, body limit, panic guard) and JSON
+//! answers for unknown paths and wrong methods.
 
 pub mod auth;
 pub mod conversations;
@@ -9,6 +9,7 @@ mod download;
 pub mod extract;
 pub mod health;
 pub mod messages;
+pub mod metrics;
 mod upload;
 
 mod part_headers;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(documents::router(&state))
         .merge(search::router())
         .merge(ws::router())
+        .merge(metrics::router())
         .merge(crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -46,6 +48,10 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::from_fn(crate::telemetry::log_request))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::record_request,
+        ))
         .with_state(state)
 }
 

@@ -124,6 +124,7 @@ async fn socket(
         max_lag: i64::from(state.config.ws_max_lag),
         replay_pause: state.hooks.replay_pause,
         stopping: state.stopping.clone(),
+        metrics: state.metrics.sockets.clone(),
     };
     Ok(upgrade
         // Small buffers: an idle socket must cost little memory. Outbound

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::config::LlmProvider;
 use crate::db::{self, Db};
 use crate::files::Files;
+use crate::instruments::Metrics;
 use crate::lock::DataDirLock;
 use crate::rag::{Answerer, Extractive, OpenAi};
 use crate::realtime::Hub;
@@ -72,20 +73,24 @@ impl App {
 
     /// `build` with test seams.
     pub async fn build_with(config: Config, hooks: Hooks) -> Result<App, StartupError> {
-        let hub = Hub::default();
+        check_metrics_token(&config)?;
+        let metrics = Metrics::new();
+        let hub = Hub::new(metrics.events_published.clone());
         let publisher_hub = hub.clone();
         let publish: db::Publisher = Arc::new(move |events| publisher_hub.publish(events));
         let dir = config.data_dir.clone();
         let (sync, jwt_secret) = (config.sync, config.jwt_secret.clone());
+        let commits = metrics.commit_seconds.clone();
         let (lock, secret, db) = tokio::task::spawn_blocking(move || {
-            open_data_dir(&dir, sync, jwt_secret.as_ref().map(|s| s.0.as_str()), publish)
+            let secret = jwt_secret.as_ref().map(|s| s.0.as_str());
+            open_data_dir(&dir, sync, secret, publish, commits)
         })
         .await
         .map_err(|e| StartupError::Runtime(format!("start-up task failed: {e}")))??;
         let jwt = JwtKeys::new(&secret).map_err(StartupError::Config)?;
 
         let files = Files::new(&config.data_dir);
-        sweep::at_start_up(&db, &files).await?;
+        sweep::at_start_up(&db, &files, &metrics).await?;
         // Read before listening: no socket can predate it.
         let revoked_through = db
             .read(db::revocations::last_id)
@@ -127,6 +132,7 @@ impl App {
             search,
             db,
             config,
+            metrics,
         });
         // Every `ready` document is searchable before the server listens:
         // after a migration or a rebuild this indexes every chunk.
@@ -150,6 +156,7 @@ fn open_data_dir(
     sync: crate::config::SyncMode,
     jwt_secret: Option<&str>,
     publish: db::Publisher,
+    commits: metrics::Histogram,
 ) -> Result<(DataDirLock, Vec<u8>, Db), StartupError> {
     // The data dir holds accounts and the signing secret: owner only.
     std::fs::DirBuilder::new()
@@ -160,10 +167,23 @@ fn open_data_dir(
     let lock = DataDirLock::acquire(dir).map_err(StartupError::Runtime)?;
     let secret = secret::load_or_create(jwt_secret, dir).map_err(StartupError::Config)?;
     let db_path = dir.join("ragd.db");
-    let db = Db::open(&db_path, sync, publish)
+    let db = Db::open_measured(&db_path, sync, publish, commits)
         .map_err(|e| StartupError::Runtime(format!("cannot open the database {}: {e}", db_path.display())))?;
     Ok((lock, secret, db))
 }
+
+/// A `--metrics-token` must be worth guarding `/metrics` with.
+fn check_metrics_token(config: &Config) -> Result<(), StartupError> {
+    match &config.metrics_token {
+        Some(token) if token.0.trim().chars().count() < MIN_METRICS_TOKEN => Err(StartupError::Config(
+            format!("--metrics-token (RAGD_METRICS_TOKEN) must have at least {MIN_METRICS_TOKEN} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Fewest characters of a `--metrics-token`.
+const MIN_METRICS_TOKEN: usize = 16;
 
 /// Opens the search index (`<data-dir>/index/`), replacing one that cannot
 /// be used as it is (it is rebuilt from the database before serving).

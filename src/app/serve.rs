@@ -20,6 +20,7 @@ impl App {
         let stopping = state.stopping.clone();
         let sweeper = tokio::spawn(sweep::periodically(state.clone()));
         let notices = tokio::spawn(notices::watch(state.clone(), self.revoked_through));
+        tokio::spawn(state.metrics.clone().upkeep(stopping.clone()));
         let workers = crate::worker::spawn(&state);
         let config = &state.config;
         let limits = crate::server::Limits {
@@ -77,12 +78,17 @@ impl App {
         let finished = state
             .db
             .write(move |tx| {
-                db::messages::interrupt_unfinished(tx, now)?;
-                crate::worker::transitions::rescue(tx, db::jobs::Rescue::Shutdown, now)
+                let replies = db::messages::interrupt_unfinished(tx, now)?;
+                let jobs = crate::worker::transitions::rescue(tx, db::jobs::Rescue::Shutdown, now)?;
+                Ok((replies, jobs))
             })
             .await;
-        if let Err(err) = finished {
-            tracing::error!(error = %err, "cannot mark unfinished work interrupted");
+        match finished {
+            Ok((replies, jobs)) => {
+                state.metrics.replies.interrupted(replies);
+                state.metrics.jobs.rescued(jobs);
+            }
+            Err(err) => tracing::error!(error = %err, "cannot mark unfinished work interrupted"),
         }
         state.db.close().await;
         tracing::info!("stopped");

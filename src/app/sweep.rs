@@ -6,6 +6,7 @@
 use crate::AppState;
 use crate::db::{self, Db};
 use crate::files::Files;
+use crate::instruments::Metrics;
 use crate::worker::transitions;
 
 use super::StartupError;
@@ -13,7 +14,7 @@ use super::StartupError;
 /// Start-up sweep (safe because this process owns the data dir): replies
 /// and jobs left running by a dead process are interrupted and requeued,
 /// and files no document owns (interrupted uploads) are removed.
-pub(super) async fn at_start_up(db: &Db, files: &Files) -> Result<(), StartupError> {
+pub(super) async fn at_start_up(db: &Db, files: &Files, metrics: &Metrics) -> Result<(), StartupError> {
     let failed = |e: db::Error| StartupError::Runtime(format!("start-up sweep failed: {e}"));
     let now = db::now_ms();
     let (replies, jobs) = db
@@ -26,6 +27,8 @@ pub(super) async fn at_start_up(db: &Db, files: &Files) -> Result<(), StartupErr
         })
         .await
         .map_err(failed)?;
+    metrics.replies.interrupted(replies);
+    metrics.jobs.rescued(jobs);
     if replies > 0 || jobs > 0 {
         tracing::warn!(
             replies,
@@ -69,6 +72,7 @@ pub(super) async fn periodically(state: AppState) {
             .await;
         match swept {
             Ok((jobs, events, keys)) => {
+                state.metrics.jobs.rescued(jobs);
                 if jobs > 0 {
                     tracing::warn!(jobs, "requeued jobs whose worker stopped renewing the lease");
                     state.worker.job_queued();

@@ -15,7 +15,9 @@ use super::retrieval;
 use super::streamer::Streamer;
 use crate::AppState;
 use crate::db::{self, messages::Message, messages::Outcome};
+use crate::instruments::ReplyEnd;
 use crate::rag::{AnswerError, AnswerRequest, TokenSink};
+use crate::types::MessageStatus;
 
 /// How often storing a finished reply is retried (a full disk, a database
 /// locked by a backup) before it is left for the interrupt sweep.
@@ -68,6 +70,7 @@ pub fn start(
     };
     let state = state.clone();
     state.clone().generations.tracker.spawn(async move {
+        let started = std::time::Instant::now();
         let mut streamer = Streamer::new(&state, &turn.user_id, &turn.reply_id, generation, live);
         let outcome = tokio::select! {
             outcome = answer(&state, &turn, &mut streamer) => Some(outcome),
@@ -83,10 +86,25 @@ pub fn start(
                     other => other,
                 };
                 if let Some(reply) = store(&state, &turn, outcome, &cancel).await {
+                    let end = match reply.status {
+                        MessageStatus::Done => Some(ReplyEnd::Done),
+                        MessageStatus::Error => Some(ReplyEnd::Error),
+                        _ => None,
+                    };
+                    if let Some(end) = end {
+                        state.metrics.replies.generated(end, started.elapsed());
+                    }
                     let _ = stored.set(reply);
                 }
             }
-            None if by_user.load(Ordering::SeqCst) => streamer.store_cancelled().await,
+            None if by_user.load(Ordering::SeqCst) => {
+                if streamer.store_cancelled().await {
+                    state
+                        .metrics
+                        .replies
+                        .generated(ReplyEnd::Cancelled, started.elapsed());
+                }
+            }
             // Deleted, or shutting down: keep what streamed for the sweep.
             None => streamer.save(true).await,
         }

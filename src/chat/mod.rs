@@ -20,6 +20,7 @@ use crate::db::messages::{self, Listed, Message, Page};
 use crate::db::{self};
 use crate::error::ApiError;
 use crate::idempotency::{self, Keyed, Once};
+use crate::instruments::ReplyEnd;
 use crate::types::{MessageStatus, Role};
 
 /// Longest message content, in characters.
@@ -191,6 +192,7 @@ pub async fn cancel(state: &AppState, user_id: &str, message_id: &str) -> Result
                     .db
                     .write(move |tx| messages::cancel(tx, &user_id, &message_id, now))
                     .await?;
+                task_state.metrics.replies.ended(ReplyEnd::Cancelled);
             }
         }
         current(&task_state, &user, &id).await

@@ -138,7 +138,8 @@ impl Streamer {
     }
 
     /// The user cancelled: `cancelled` with everything streamed so far.
-    pub async fn store_cancelled(&mut self) {
+    /// Says whether this stored it.
+    pub async fn store_cancelled(&mut self) -> bool {
         self.flush();
         let (user, id, generation, content, now) = (
             self.user_id.clone(),
@@ -152,8 +153,12 @@ impl Streamer {
             .db
             .write(move |tx| db::messages::cancel_generation(tx, &user, &id, generation, &content, now))
             .await;
-        if let Err(err) = stored {
-            tracing::warn!(error = %err, message_id = %self.message_id, "cannot store a cancelled reply");
+        match stored {
+            Ok(reply) => reply.is_some(),
+            Err(err) => {
+                tracing::warn!(error = %err, message_id = %self.message_id, "cannot store a cancelled reply");
+                false
+            }
         }
     }
 }

@@ -252,6 +252,17 @@ pub struct Config {
     )]
     pub llm_context_chars: usize,
 
+    /// A bearer token `GET /metrics` requires (at least 16 characters;
+    /// prefer the environment variable). Without it `/metrics` is open:
+    /// then keep it off the public internet.
+    #[arg(
+        long,
+        env = "RAGD_METRICS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub metrics_token: Option<Secret>,
+
     /// JWT signing secret (at least 32 bytes). Prefer the environment
     /// variable; without it a secret is generated into `<data-dir>/secret.key`.
     #[arg(long, env = "RAGD_JWT_SECRET", hide = true, hide_env_values = true)]

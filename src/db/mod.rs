@@ -100,6 +100,17 @@ impl Db {
     /// Opens (creating if needed) and migrates the database at `path`.
     /// Blocking: call before serving or from a blocking thread.
     pub fn open(path: &Path, sync: SyncMode, publish: Publisher) -> Result<Db> {
+        Self::open_measured(path, sync, publish, metrics::Histogram::noop())
+    }
+
+    /// `open`, with the writer timing each batch from `BEGIN` to `COMMIT`
+    /// into `commits`.
+    pub fn open_measured(
+        path: &Path,
+        sync: SyncMode,
+        publish: Publisher,
+        commits: metrics::Histogram,
+    ) -> Result<Db> {
         let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -114,7 +125,7 @@ impl Db {
         }
         configure(&conn, sync)?;
         migrate::run(&mut conn)?;
-        Self::finish(path, conn, sync, |conn| Writer::start(conn, publish))
+        Self::finish(path, conn, sync, |conn| Writer::start(conn, publish, commits))
     }
 
     /// Opens an existing database beside the server that may be running on
@@ -207,6 +218,11 @@ impl Db {
     /// Checkpoints the WAL and truncates it, after the writes queued so far.
     pub async fn checkpoint(&self) {
         self.writer.checkpoint().await;
+    }
+
+    /// Writes waiting for the writer thread (the write queue's depth).
+    pub fn queued_writes(&self) -> usize {
+        self.writer.queued()
     }
 
     /// Stops the writer after the writes already queued, and waits for it.

@@ -31,9 +31,17 @@ struct UserEntry {
     sockets: usize,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Hub {
     users: Arc<Mutex<HashMap<String, UserEntry>>>,
+    /// Counts every published event (`ragd_events_published_total`).
+    published: metrics::Counter,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(metrics::Counter::noop())
+    }
 }
 
 /// A socket's place in the hub; dropping it frees the slot.
@@ -60,6 +68,14 @@ impl Drop for Slot {
 }
 
 impl Hub {
+    /// A hub that counts the events it publishes with `published`.
+    pub fn new(published: metrics::Counter) -> Hub {
+        Hub {
+            users: Arc::default(),
+            published,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserEntry>> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -89,6 +105,7 @@ impl Hub {
 
     /// Publishes committed events, in order, to their users' sockets.
     pub fn publish(&self, events: Vec<EventFrame>) {
+        self.published.increment(events.len() as u64);
         let users = self.lock();
         for event in events {
             if let Some(entry) = users.get(&event.user_id) {

@@ -12,7 +12,8 @@ use super::protocol::ParseRequest;
 use super::transitions::{self, Stage, Task};
 use super::{DISK_FULL_WAIT, Worker, millis};
 use crate::AppState;
-use crate::db::{self, jobs::Claimed};
+use crate::db::{self, jobs::Claimed, jobs::End};
+use crate::instruments::Attempt;
 use crate::types::ChunkText;
 
 impl Worker {
@@ -109,9 +110,18 @@ impl Worker {
             .state
             .db
             .write(move |tx| {
-                if let Stage::Staged(staged) = transitions::stage(tx, &c, &chunks, now, lease)? {
-                    let indexing = state.clone();
-                    tx.after_commit(move || indexing.worker.indexing.add(staged));
+                match transitions::stage(tx, &c, &chunks, now, lease)? {
+                    Stage::Staged(staged) => {
+                        let indexing = state.clone();
+                        tx.after_commit(move || indexing.worker.indexing.add(staged));
+                    }
+                    Stage::Done => {
+                        // Nothing to index: the job succeeded in this write.
+                        let jobs = state.metrics.jobs.clone();
+                        let took = since(c.claimed_at);
+                        tx.after_commit(move || jobs.attempt_ended(Attempt::Succeeded, Some(took)));
+                    }
+                    Stage::Lost => {}
                 }
                 if state.stopping.is_cancelled() || !state.worker.indexing.has_room() {
                     return Ok(None);
@@ -131,12 +141,28 @@ impl Worker {
             backoff: move |n| policy::backoff(base, n),
             disk_full_wait: millis(DISK_FULL_WAIT),
         };
-        self.state
+        let ended = self
+            .state
             .db
             .write(move |tx| transitions::fail(tx, &c, &failure, &timing))
             .await?;
+        if let Some(end) = ended {
+            let outcome = match end {
+                End::Succeeded => Attempt::Succeeded,
+                End::Retry { .. } => Attempt::Retry,
+                End::Wait { .. } => Attempt::Wait,
+                End::Fail { .. } => Attempt::Failed,
+            };
+            let took = since(claimed.claimed_at);
+            self.state.metrics.jobs.attempt_ended(outcome, Some(took));
+        }
         Ok(())
     }
+}
+
+/// Time since `at` (ms since the epoch), for an attempt's duration.
+pub(super) fn since(at: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(db::now_ms().saturating_sub(at)).unwrap_or(0))
 }
 
 fn storage_failure(err: db::Error) -> Failure {

@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use super::transitions::{self, Staged};
 use crate::AppState;
 use crate::db;
+use crate::instruments::Attempt;
 use crate::search::{self, Batch};
 
 /// Chunks read into one index commit, at most.
@@ -261,12 +262,20 @@ async fn finish(state: &AppState, deletes_through: i64, done: Vec<Staged>) {
     };
     let finishes = done.into_iter().map(|s| async move {
         let Staged { claimed, set, count } = s;
+        let claimed_at = claimed.claimed_at;
         let written = state
             .db
             .write(move |tx| transitions::finish(tx, &claimed, Some(set), count, now))
             .await;
-        if let Err(err) = written {
-            tracing::warn!(error = %err, "cannot mark an indexed document ready; its job will be retried");
+        match written {
+            Ok(true) => {
+                let took = super::attempt::since(claimed_at);
+                state.metrics.jobs.attempt_ended(Attempt::Succeeded, Some(took));
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot mark an indexed document ready; its job will be retried");
+            }
         }
     });
     tokio::join!(clear, futures_util::future::join_all(finishes));

@@ -93,16 +93,16 @@ pub fn finish(
 }
 
 /// Ends a failed attempt as `policy` decides: the job first (queued again,
-/// waiting, or failed), then its document. `false` when the attempt lost
-/// the job.
+/// waiting, or failed), then its document. Returns how it ended (`None`
+/// when the attempt lost the job).
 pub fn fail<B: Fn(i64) -> i64>(
     tx: &mut Tx<'_>,
     c: &Claimed,
     failure: &Failure,
     timing: &Timing<B>,
-) -> db::Result<bool> {
+) -> db::Result<Option<End>> {
     let Some(counts) = jobs::counts(tx, c)? else {
-        return Ok(false);
+        return Ok(None);
     };
     let end = policy::decide(failure, counts, timing);
     jobs::end_attempt(tx, c, &end, timing.now)?;
@@ -112,7 +112,7 @@ pub fn fail<B: Fn(i64) -> i64>(
         End::Succeeded => (DocumentStatus::Ready, None),
     };
     documents::set_status(tx, &c.user_id, &c.document_id, status, error, timing.now)?;
-    Ok(true)
+    Ok(Some(end))
 }
 
 /// Takes back the running jobs `which` names: per job its `queued` (or

@@ -23,6 +23,7 @@ mod index_crash;
 mod ingest;
 mod llm;
 mod messages;
+mod metrics;
 mod page;
 #[cfg(feature = "test-hooks")]
 mod parse_crash;

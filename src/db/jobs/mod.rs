@@ -49,6 +49,8 @@ pub struct Claimed {
     pub user_id: String,
     /// The fencing token of this attempt (also its number).
     pub attempt: i64,
+    /// When it was claimed (ms since the epoch), for the attempt's duration.
+    pub claimed_at: i64,
 }
 
 /// What a job has used up, for deciding how a failed attempt ends.
@@ -201,6 +203,7 @@ pub fn claim(tx: &mut Tx<'_>, now: i64, lease_ms: i64) -> Result<Option<Claimed>
                 document_id: r.get(1)?,
                 user_id: r.get(2)?,
                 attempt: r.get(3)?,
+                claimed_at: now,
             })
         })
         .optional()?;
@@ -218,6 +221,35 @@ pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
     Ok(conn
         .prepare_cached("SELECT min(run_after) FROM jobs WHERE status = 'queued'")?
         .query_row([], |r| r.get(0))?)
+}
+
+/// Jobs waiting and running now, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queue {
+    pub queued: i64,
+    pub running: i64,
+    /// The earliest `run_after` among queued jobs that are due at `now`.
+    pub oldest_due: Option<i64>,
+}
+
+/// Counts queued and running jobs and finds the longest-due one; each part
+/// reads only its partial index, so the cost follows the queue, not the
+/// history of jobs.
+#[instrument(skip_all)]
+pub fn queue(conn: &Connection, now: i64) -> Result<Queue> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM jobs WHERE status = 'queued'),
+                    (SELECT count(*) FROM jobs WHERE status = 'running'),
+                    (SELECT min(run_after) FROM jobs WHERE status = 'queued' AND run_after <= ?1)",
+        )?
+        .query_row([now], |r| {
+            Ok(Queue {
+                queued: r.get(0)?,
+                running: r.get(1)?,
+                oldest_due: r.get(2)?,
+            })
+        })?)
 }
 
 /// What the attempt's job has used up; `None` when the attempt lost the

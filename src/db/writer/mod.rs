@@ -114,21 +114,28 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection, publish: Publisher) -> Result<Writer> {
-        Self::start_with(conn, publish, true)
+    /// Starts the writer thread; it records each batch's time from `BEGIN`
+    /// to `COMMIT` in `commits`.
+    pub fn start(conn: Connection, publish: Publisher, commits: metrics::Histogram) -> Result<Writer> {
+        Self::start_with(conn, publish, commits, true)
     }
 
     /// A writer beside the server's (`ragd user`): it leaves the WAL to
     /// the server, without the final checkpoint that would wait for it.
     pub fn start_beside(conn: Connection, publish: Publisher) -> Result<Writer> {
-        Self::start_with(conn, publish, false)
+        Self::start_with(conn, publish, metrics::Histogram::noop(), false)
     }
 
-    fn start_with(conn: Connection, publish: Publisher, final_checkpoint: bool) -> Result<Writer> {
+    fn start_with(
+        conn: Connection,
+        publish: Publisher,
+        commits: metrics::Histogram,
+        final_checkpoint: bool,
+    ) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
             .name("ragd-writer".into())
-            .spawn(move || run(conn, rx, publish, final_checkpoint))
+            .spawn(move || run(conn, rx, publish, commits, final_checkpoint))
             .map_err(|e| Error::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             tx,
@@ -149,6 +156,11 @@ impl Writer {
             .map_err(|_| Error::Other("the write failed unexpectedly".into()))?
     }
 
+    /// Writes queued and not yet taken by the writer thread.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Asks the writer to checkpoint the WAL after the writes queued so far.
     pub async fn checkpoint(&self) {
         let _ = self.tx.send(Msg::Checkpoint).await;
@@ -163,7 +175,13 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher, final_checkpoint: bool) {
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Msg>,
+    publish: Publisher,
+    commits: metrics::Histogram,
+    final_checkpoint: bool,
+) {
     conn.wal_hook(Some(note_wal_frames));
     let mut batch: Vec<Box<dyn QueuedWrite>> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -185,7 +203,9 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, publish: Publisher, final_
             }
         }
         if !batch.is_empty() {
+            let started = std::time::Instant::now();
             commit_batch(&conn, &publish, batch.drain(..));
+            commits.record(started.elapsed().as_secs_f64());
         }
         // An asked-for checkpoint also truncates the WAL; the automatic one
         // copies it back into the database, like SQLite's own would.

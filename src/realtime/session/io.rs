@@ -9,6 +9,7 @@ use futures_util::{Sink, SinkExt, Stream};
 
 use super::{Closed, Session};
 use crate::db;
+use crate::instruments::CloseReason;
 use crate::realtime::close;
 
 impl<S> Session<S>
@@ -72,6 +73,7 @@ where
     }
 
     pub(super) async fn close(&mut self, code: u16, reason: &'static str) -> Result<(), Closed> {
+        self.ended = close_reason(code);
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
@@ -83,5 +85,19 @@ where
         )
         .await;
         Err(Closed)
+    }
+}
+
+/// The metrics label of a close code the server sends.
+fn close_reason(code: u16) -> CloseReason {
+    match code {
+        close::SHUTDOWN => CloseReason::Shutdown,
+        close::TOO_BIG => CloseReason::TooBig,
+        close::IDLE => CloseReason::Idle,
+        close::TOKEN_EXPIRED => CloseReason::TokenExpired,
+        close::REVOKED => CloseReason::Revoked,
+        close::TOO_SLOW => CloseReason::TooSlow,
+        // Every code the session sends is one of the above.
+        _ => CloseReason::Client,
     }
 }

@@ -17,6 +17,7 @@ use super::close;
 use super::frames::Control;
 use super::hub::{Push, Subscription};
 use crate::db::{self, Db};
+use crate::instruments::{CloseReason, Sockets};
 
 /// Inbound frames above this close the socket with 1009.
 pub const MAX_INBOUND: usize = 4 * 1024;
@@ -50,6 +51,8 @@ pub struct Env {
     /// Test seam: a pause between subscribing and replaying.
     pub replay_pause: Option<Duration>,
     pub stopping: CancellationToken,
+    /// Open sockets, events delivered, closes by reason.
+    pub metrics: Sockets,
 }
 
 /// Runs the session until the socket ends.
@@ -63,16 +66,20 @@ pub async fn run<S>(
 ) where
     S: Sink<Message, Error = axum::Error> + Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
+    let metrics = env.metrics.clone();
+    let _open = metrics.opened();
     let mut session = Session {
         env,
         peer,
         socket,
         last_sent: 0,
         subscription,
+        ended: CloseReason::Client,
     };
     if session.start(since, epoch).await.is_ok() {
         let _ = session.forward().await;
     }
+    metrics.closed(session.ended);
 }
 
 /// Why a session ended early.
@@ -94,6 +101,8 @@ struct Session<S> {
     /// it is ever sent again, nothing above it is skipped.
     last_sent: i64,
     subscription: Subscription,
+    /// Why it ended: the close code it sent, else the client's doing.
+    ended: CloseReason,
 }
 
 impl<S> Session<S>
@@ -224,6 +233,7 @@ where
             self.catch_up(id - 1, Lag::Bounded).await?;
         }
         self.feed(Message::Text(text)).await?;
+        self.env.metrics.delivered(1);
         self.last_sent = id;
         Ok(())
     }
@@ -254,9 +264,11 @@ where
                 self.last_sent = upto;
                 return Ok(());
             };
+            let count = page.len() as u64;
             for event in page {
                 self.feed(Message::Text(event.text.into())).await?;
             }
+            self.env.metrics.delivered(count);
             self.flush().await?;
             self.last_sent = last;
         }

@@ -154,6 +154,7 @@ impl World {
             max_lag,
             replay_pause: None,
             stopping: CancellationToken::new(),
+            metrics: crate::instruments::Sockets::noop(),
         }
     }
 
