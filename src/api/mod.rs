@@ -4,11 +4,13 @@
 
 pub mod auth;
 pub mod conversations;
+mod docs;
 pub mod documents;
 mod download;
 pub mod extract;
 pub mod health;
 pub mod messages;
+pub mod openapi;
 mod upload;
 
 mod part_headers;
@@ -39,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(documents::router(&state))
         .merge(search::router())
         .merge(ws::router())
+        .merge(docs::router())
         .merge(crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -22,6 +22,7 @@ mod index_crash;
 mod ingest;
 mod llm;
 mod messages;
+mod openapi;
 mod page;
 #[cfg(feature = "test-hooks")]
 mod parse_crash;
