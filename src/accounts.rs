@@ -17,9 +17,10 @@ use crate::names;
 use crate::realtime::close;
 
 /// What register, login and refresh answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub user: User,
+    /// The JWT to send as `Authorization: Bearer <token>`.
     pub token: String,
     pub expires_at: String,
 }

@@ -4,9 +4,25 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::db;
+
+/// The body of every error answer (the OpenAPI document's `ErrorBody`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and snake_case (docs/API.md lists them): what a client
+    /// branches on.
+    #[schema(examples("not_found", "validation_failed"))]
+    pub code: &'static str,
+    /// For humans; may change between versions.
+    pub message: String,
+}
 
 /// Every error a route or extractor can answer with (API.md, "Conventions").
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +136,12 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = json!({"error": {"code": self.code(), "message": message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message,
+            },
+        };
         let mut response = (self.status(), Json(body)).into_response();
         if matches!(self, Self::PayloadTooLarge(_) | Self::RequestTimeout) {
             // The rest of the body was not read: the connection cannot carry

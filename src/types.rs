@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// An enum stored and serialized as one of a fixed set of strings.
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:tt),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
         }
@@ -65,7 +65,7 @@ text_enum! {
 }
 
 text_enum! {
-    /// Where a message is. User messages are always `Done`.
+    /// Where a message is. User messages are always `done`.
     MessageStatus {
         Pending = "pending",
         Streaming = "streaming",
@@ -121,12 +121,15 @@ text_enum! {
 }
 
 /// A passage an answer cites: `[n]` in the content refers to `sources[n-1]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Source {
     pub document_id: String,
     pub filename: String,
+    /// Opaque.
     pub chunk_id: String,
+    /// Plain text around the query's words, with `…` where it was cut.
     pub snippet: String,
+    /// Higher is better; comparable within one query only.
     pub score: f64,
 }
 

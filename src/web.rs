@@ -32,6 +32,12 @@ pub fn router() -> Router<AppState> {
         .route("/assets/{*path}", get(asset))
 }
 
+/// The built-in web page (no token needed).
+#[utoipa::path(get, path = "/", tag = "page",
+    responses(
+        (status = 200, description = "The page (`text/html`), with a strict Content-Security-Policy", content_type = "text/html", body = String),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+    ))]
 async fn page(headers: HeaderMap) -> Result<Response, ApiError> {
     let mut response = serve("index.html", &headers)?;
     response.headers_mut().insert(
@@ -41,6 +47,14 @@ async fn page(headers: HeaderMap) -> Result<Response, ApiError> {
     Ok(response)
 }
 
+/// The page's scripts, style and icons (no token needed).
+#[utoipa::path(get, path = "/assets/{path}", tag = "page",
+    params(("path" = String, Path, description = "A file of the page", example = "app.js")),
+    responses(
+        (status = 200, description = "The file, with an ETag and `Cache-Control: no-cache`", content_type = "application/octet-stream", body = String),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+        (status = 404, description = "No such file", body = crate::error::ErrorBody),
+    ))]
 async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     serve(&format!("assets/{path}"), &headers)
 }

@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::chat;
 use crate::db::{self, ListKey, conversations::Conversation};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -22,16 +22,18 @@ pub fn router() -> Router<AppState> {
         .route("/api/conversations/{id}", get(fetch).patch(rename).delete(remove))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct CreateBody {
+    /// 1 to 200 characters after cleaning; "New chat" when absent.
     #[serde(default)]
     title: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RenameBody {
     /// Missing is 400 (a missing field); present but null is 422.
     #[serde(deserialize_with = "present")]
+    #[schema(required = true)]
     title: Option<String>,
 }
 
@@ -40,18 +42,32 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> 
     Option::<String>::deserialize(d)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// A `next_before` cursor of an earlier page.
     before: Option<String>,
 }
 
-#[derive(Serialize)]
+/// Most recently updated first.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ConversationPage)]
 struct Page {
     items: Vec<Conversation>,
+    /// Pass as `before` for the next page; null at the end.
+    #[schema(required = true)]
     next_before: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/conversations", tag = "conversations", security(("bearer" = [])),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = Conversation),
+        (status = 422, description = "A blank or too long title", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -61,6 +77,12 @@ async fn create(
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 
+#[utoipa::path(get, path = "/api/conversations", tag = "conversations", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the caller's conversations", body = Page),
+        (status = 422, description = "`limit` out of range", body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -82,6 +104,12 @@ async fn list(
     Ok(Json(Page { items, next_before }))
 }
 
+#[utoipa::path(get, path = "/api/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "The conversation", body = Conversation),
+        (status = 404, description = "Unknown, or another user's", body = ErrorBody),
+    ))]
 async fn fetch(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -95,6 +123,14 @@ async fn fetch(
     ))
 }
 
+#[utoipa::path(patch, path = "/api/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The conversation's id")),
+    request_body = RenameBody,
+    responses(
+        (status = 200, description = "Renamed", body = Conversation),
+        (status = 404, description = "Unknown, or another user's", body = ErrorBody),
+        (status = 422, description = "A null, blank or too long title", body = ErrorBody),
+    ))]
 async fn rename(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -106,6 +142,12 @@ async fn rename(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/conversations/{id}", tag = "conversations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The conversation's id")),
+    responses(
+        (status = 204, description = "Deleted with its messages; a reply being generated is cancelled"),
+        (status = 404, description = "Unknown, or another user's", body = ErrorBody),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     user: CurrentUser,

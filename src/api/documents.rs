@@ -14,6 +14,7 @@ use serde_json::json;
 use super::extract::{
     AppQuery, DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_time_cursor, idempotency_key, limit,
 };
+use super::openapi::{DocumentPage, JobList, UploadForm};
 use super::upload::{FORM_OVERHEAD, MIB};
 use super::{download, upload};
 use crate::AppState;
@@ -22,7 +23,7 @@ use crate::db::ListKey;
 use crate::db::documents::{self, Document};
 use crate::db::jobs::Job;
 use crate::documents as ops;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub fn router(state: &AppState) -> Router<AppState> {
     let body_limit = state
@@ -46,12 +47,22 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/documents/{id}/reprocess", post(reprocess))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// A `next_before` cursor of an earlier page.
     before: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/documents", tag = "documents", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the caller's documents, newest first", body = DocumentPage),
+        (status = 422, description = "`limit` out of range", body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -73,6 +84,25 @@ async fn list(
     Ok(Json(json!({"items": items, "next_before": next_before})))
 }
 
+/// Upload a document.
+///
+/// Answers once the file is on disk and the document, its parse job and
+/// their events are committed; parsing runs in the background (watch the
+/// socket or `GET /api/documents/{id}`). The type comes from the file
+/// name's extension and is checked against the bytes; checks run in the
+/// order size (413), empty (422), type (415).
+#[utoipa::path(post, path = "/api/documents", tag = "documents", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1 to 128 characters: a repeat with the same name and bytes within 24 h stores nothing new")),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored, `queued` for parsing", body = Document),
+        (status = 409, description = "The `Idempotency-Key` was used for another request", body = ErrorBody),
+        (status = 413, description = "Above `--max-upload-mb`", body = ErrorBody),
+        (status = 415, description = "Not multipart, an unsupported extension, or bytes that do not match it", body = ErrorBody),
+        (status = 422, description = "An empty file", body = ErrorBody),
+        (status = 507, description = "The disk is full: nothing was stored", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -92,6 +122,12 @@ async fn create(
     Ok((StatusCode::CREATED, Json(doc)))
 }
 
+#[utoipa::path(get, path = "/api/documents/{id}", tag = "documents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The document's id")),
+    responses(
+        (status = 200, description = "The document", body = Document),
+        (status = 404, description = "Unknown, or another user's", body = ErrorBody),
+    ))]
 async fn fetch(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -105,6 +141,17 @@ async fn fetch(
     ))
 }
 
+/// Download the original file.
+///
+/// The bytes as uploaded, as an attachment named after the document, served
+/// inert (`Content-Security-Policy: sandbox`; HTML as
+/// `application/octet-stream`); text kinds carry their charset.
+#[utoipa::path(get, path = "/api/documents/{id}/file", tag = "documents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The document's id")),
+    responses(
+        (status = 200, description = "The original bytes", content_type = "application/octet-stream", body = String),
+        (status = 404, description = "Unknown, or another user's", body = ErrorBody),
+    ))]
 async fn file(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -114,6 +161,12 @@ async fn file(
     download::response(&doc, file).await
 }
 
+#[utoipa::path(get, path = "/api/documents/{id}/jobs", tag = "documents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The document's id")),
+    responses(
+        (status = 200, description = "Its parse jobs, newest first, each with every attempt", body = JobList),
+        (status = 404, description = "Unknown, or another user's", body = ErrorBody),
+    ))]
 async fn jobs(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -123,6 +176,13 @@ async fn jobs(
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(post, path = "/api/documents/{id}/reprocess", tag = "documents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The document's id")),
+    responses(
+        (status = 202, description = "A new parse job; the old chunks stay searchable until the new ones replace them", body = Job),
+        (status = 404, description = "Unknown, or another user's", body = ErrorBody),
+        (status = 409, description = "A job is queued or running", body = ErrorBody),
+    ))]
 async fn reprocess(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -134,6 +194,12 @@ async fn reprocess(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/documents/{id}", tag = "documents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The document's id")),
+    responses(
+        (status = 204, description = "Deleted: its chunks, its file and its jobs"),
+        (status = 404, description = "Unknown, or another user's", body = ErrorBody),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     user: CurrentUser,

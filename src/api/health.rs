@@ -9,7 +9,7 @@ use axum::{Router, response::IntoResponse};
 use serde_json::json;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -18,11 +18,18 @@ pub fn router() -> Router<AppState> {
 }
 
 /// 200 while the process serves (it listens only after start-up sweeps).
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = super::openapi::Health)))]
 async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
 /// 200 when the database answers a read and the writer accepts a write.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "A read and a write succeeded within 2 s", body = super::openapi::Ready),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     const DOWN: ApiError = ApiError::Unavailable("the database does not answer");
     let check = async {

@@ -15,10 +15,10 @@ use super::extract::{
 };
 use crate::AppState;
 use crate::auth::CurrentUser;
-use crate::chat::{self, Mode, Reply};
+use crate::chat::{self, Accepted, Mode, Reply};
 use crate::db::ListKey;
 use crate::db::messages::{Message, Page};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -27,22 +27,33 @@ pub fn router() -> Router<AppState> {
         .route("/api/messages/{id}/retry", post(retry))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// A `next_before` cursor: older messages. Not with `after`.
     before: Option<String>,
+    /// A `next_after` cursor: newer messages. Not with `before`.
     after: Option<String>,
 }
 
-#[derive(Serialize)]
+/// Oldest first.
+#[derive(Serialize, utoipa::ToSchema)]
 struct MessagePage {
     items: Vec<Message>,
+    /// Null when no older message exists.
+    #[schema(required = true)]
     next_before: Option<String>,
+    /// Just past the last item (on an empty page, the `after` passed).
+    #[schema(required = true)]
     next_after: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NewMessage {
+    /// 1 to 32768 characters, not only whitespace.
     content: String,
 }
 
@@ -55,6 +66,13 @@ fn parse_cursor(raw: &str) -> Result<ListKey, ApiError> {
     Ok(ListKey { at: created_at, id })
 }
 
+#[utoipa::path(get, path = "/api/conversations/{id}/messages", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The conversation's id"), ListQuery),
+    responses(
+        (status = 200, description = "A page of messages; a reply being generated shows the text streamed so far", body = MessagePage),
+        (status = 404, description = "Unknown conversation, or another user's", body = ErrorBody),
+        (status = 422, description = "`limit` out of range", body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -85,6 +103,26 @@ async fn list(
     }))
 }
 
+/// Post a question and get its answer.
+///
+/// Stores the question and a pending reply (with their `message.created`
+/// events), then answers over the caller's ready documents. Sync by
+/// default; with `Prefer: respond-async` it answers 202 at once and the
+/// reply arrives on the socket.
+#[utoipa::path(post, path = "/api/conversations/{id}/messages", tag = "messages", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The conversation's id"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 characters: a repeat within 24 h creates nothing new"),
+    ),
+    request_body = NewMessage,
+    responses(
+        (status = 200, description = "The reply, finished (`done`, `error` or `cancelled`)", body = Message),
+        (status = 202, description = "Accepted (`Prefer: respond-async`): both messages as stored", body = Accepted),
+        (status = 404, description = "Unknown conversation, or deleted while waiting", body = ErrorBody),
+        (status = 409, description = "The `Idempotency-Key` was used for another request", body = ErrorBody),
+        (status = 422, description = "Empty, blank or too long content", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -107,6 +145,13 @@ async fn create(
     Ok(answer(reply))
 }
 
+#[utoipa::path(post, path = "/api/messages/{id}/cancel", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The reply's id")),
+    responses(
+        (status = 200, description = "The reply, now `cancelled`, with its partial content", body = Message),
+        (status = 404, description = "Unknown, or another user's", body = ErrorBody),
+        (status = 409, description = "Not a running reply", body = ErrorBody),
+    ))]
 async fn cancel(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -115,6 +160,21 @@ async fn cancel(
     Ok(Json(chat::cancel(&state, &user.id, &id).await?))
 }
 
+/// Generate a reply again.
+///
+/// For an assistant message that is `error`, `cancelled` or `done`: it goes
+/// back to `pending`, then is answered like a new question.
+#[utoipa::path(post, path = "/api/messages/{id}/retry", tag = "messages", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The reply's id"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once"),
+    ),
+    responses(
+        (status = 200, description = "The new reply, finished", body = Message),
+        (status = 202, description = "Accepted (`Prefer: respond-async`): `assistant_message` only", body = Accepted),
+        (status = 404, description = "Unknown, or another user's", body = ErrorBody),
+        (status = 409, description = "Still running, or a user message", body = ErrorBody),
+    ))]
 async fn retry(
     State(state): State<AppState>,
     user: CurrentUser,

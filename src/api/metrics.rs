@@ -25,7 +25,18 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// Prometheus metrics (text format).
+///
+/// When the server is configured with a metrics token, the request must
+/// carry it as `Authorization: Bearer <token>`; otherwise none is needed.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, description = "Counters and histograms in the Prometheus text format",
+            content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, description = "A metrics token is configured and was not sent", body = crate::error::ErrorBody),
+    ))]
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(token) = &state.config.metrics_token
         && !token_matches(bearer_token(&headers), token.0.trim())
     {

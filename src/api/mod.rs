@@ -4,12 +4,14 @@
 
 pub mod auth;
 pub mod conversations;
+mod docs;
 pub mod documents;
 mod download;
 pub mod extract;
 pub mod health;
 pub mod messages;
 pub mod metrics;
+pub mod openapi;
 mod upload;
 
 mod part_headers;
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(search::router())
         .merge(ws::router())
         .merge(metrics::router())
+        .merge(docs::router())
         .merge(crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

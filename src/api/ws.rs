@@ -18,7 +18,7 @@ use crate::auth::CurrentUser;
 use crate::auth::credentials::{self, SocketCredentials};
 use crate::auth::tickets::TicketGrant;
 use crate::db;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::realtime::session::{self, Env, MAX_INBOUND, WRITE_BUFFER};
 
 pub fn router() -> Router<AppState> {
@@ -28,6 +28,11 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A single-use ticket for `/ws?ticket=`, valid `--ws-ticket-ttl`.
+///
+/// So that a browser never puts its JWT in a URL. The ticket stops working
+/// after a logout or a password change.
+#[utoipa::path(post, path = "/api/ws-ticket", tag = "realtime", security(("bearer" = [])),
+    responses((status = 201, description = "A ticket for one socket", body = super::openapi::WsTicket)))]
 async fn ticket(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -47,14 +52,44 @@ async fn ticket(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WsQuery {
+    /// From `POST /api/ws-ticket`: single-use, the browser's way in.
     ticket: Option<String>,
+    /// A JWT (kept for older clients; redacted in logs). Prefer a ticket.
     token: Option<String>,
+    /// Replay every stored event with a larger id, then go live.
+    #[param(value_type = Option<u64>)]
     since: Option<String>,
+    /// The `hello.epoch` the client saw `since` in (ignored without `since`).
     epoch: Option<String>,
 }
 
+/// The event socket (WebSocket upgrade).
+///
+/// Credentials, in order of preference: `?ticket=`, `Authorization:
+/// Bearer <JWT>`, `Sec-WebSocket-Protocol: bearer, <JWT>` (the server then
+/// selects `bearer`), `?token=<JWT>`. Before upgrading: a foreign browser
+/// `Origin` is 403, bad credentials 401, a bad `since` 400, a socket above
+/// `--max-sockets-per-user` 429; a GET without upgrade headers is 400.
+/// After `101`, frames are JSON text: `hello` first, then replayed and live
+/// events (`{"id","type","ts","data"}`) and control frames (`heartbeat`,
+/// `message.delta`, `resync_required`, `pong`); docs/API.md "WebSocket
+/// /ws" describes each.
+#[utoipa::path(get, path = "/ws", tag = "realtime",
+    security(("ws_ticket" = []), ("bearer" = [])),
+    params(
+        WsQuery,
+        ("Sec-WebSocket-Protocol" = Option<String>, Header, description = "`bearer, <JWT>`: credentials for browsers without a ticket"),
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: the socket is open"),
+        (status = 400, description = "Not a WebSocket upgrade, or a bad `since`", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or used credentials", body = ErrorBody),
+        (status = 403, description = "A browser page of another origin", body = ErrorBody),
+        (status = 429, description = "Too many sockets for this user (`Retry-After: 5`)", body = ErrorBody),
+    ))]
 async fn socket(
     State(state): State<AppState>,
     AppQuery(query): AppQuery<WsQuery>,

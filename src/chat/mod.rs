@@ -44,8 +44,9 @@ pub enum Reply {
 }
 
 /// The body of a 202.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
+    /// The question; absent for a retry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_message: Option<Message>,
     pub assistant_message: Message,

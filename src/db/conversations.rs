@@ -13,7 +13,7 @@ fn subject(id: &str) -> Subject<'_> {
     Subject { id, scope: Some(id) }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: String,
     pub title: String,

@@ -12,7 +12,7 @@ use super::events::{self, NewEvent, Subject};
 use super::{Error, ListKey, Result, Tx, format_ms};
 use crate::types::{DocumentStatus, EventType};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Document {
     pub id: String,
     pub filename: String,
@@ -20,6 +20,8 @@ pub struct Document {
     pub size_bytes: i64,
     pub sha256: String,
     pub status: DocumentStatus,
+    /// Why it failed, or why its job waits for a retry; else null.
+    #[schema(required = true)]
     pub error: Option<String>,
     pub chunk_count: i64,
     pub created_at: String,

@@ -7,7 +7,7 @@ use tracing::instrument;
 use super::{Result, format_ms};
 
 /// An account as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub email: String,

@@ -24,6 +24,7 @@ mod ingest;
 mod llm;
 mod messages;
 mod metrics;
+mod openapi;
 mod page;
 #[cfg(feature = "test-hooks")]
 mod parse_crash;

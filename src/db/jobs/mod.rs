@@ -18,22 +18,26 @@ use super::{Result, Tx, format_ms};
 use crate::types::{EventType, JobStatus};
 pub use rescue::{OUT_OF_RETRIES, Rescue, Rescued, rescue};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Attempt {
     pub n: i64,
     pub started_at: String,
+    /// Null while it runs.
+    #[schema(required = true)]
     pub finished_at: Option<String>,
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 
 /// A parse job as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Job {
     pub id: String,
     pub document_id: String,
     pub status: JobStatus,
     pub retry_count: i64,
     pub max_retries: i64,
+    #[schema(required = true)]
     pub last_error: Option<String>,
     pub run_after: String,
     pub attempts: Vec<Attempt>,

@@ -15,14 +15,17 @@ pub use reply::{
     cancel, cancel_generation, finish, interrupt_unfinished, mark_streaming, reset_for_retry, save_partial,
 };
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Message {
     pub id: String,
     pub conversation_id: String,
     pub role: Role,
     pub content: String,
     pub status: MessageStatus,
+    /// Why the reply failed (`"interrupted"` after a shutdown), else null.
+    #[schema(required = true)]
     pub error: Option<String>,
+    /// What the answer cites: `[n]` in the content is `sources[n-1]`.
     pub sources: Vec<Source>,
     pub created_at: String,
     pub updated_at: String,
