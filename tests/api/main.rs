@@ -10,6 +10,7 @@ mod ws_helpers;
 
 mod auth;
 mod cli;
+mod config_doc;
 mod conversations;
 #[cfg(feature = "test-hooks")]
 mod crash;
