@@ -39,7 +39,7 @@ fn flag_rows(section: &str) -> Vec<Vec<&str>> {
 }
 
 /// `--data-dir` of the cell "`--data-dir DIR`".
-fn flag_of<'a>(cell: &'a str) -> &'a str {
+fn flag_of(cell: &str) -> &str {
     let inner = cell.trim_matches('`');
     inner.split(' ').next().unwrap_or(inner)
 }
