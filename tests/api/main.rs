@@ -11,6 +11,7 @@ mod ws_helpers;
 mod auth;
 mod backup;
 mod cli;
+mod config_doc;
 mod conversations;
 #[cfg(feature = "test-hooks")]
 mod crash;
