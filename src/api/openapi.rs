@@ -88,7 +88,6 @@ pub fn document() -> &'static [u8] {
     &DOCUMENT
 }
 
-
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {

@@ -4,9 +4,9 @@
 //! (`serve`, which also shuts down in order).
 
 pub mod admin;
-mod notices;
 mod backup;
 mod check;
+mod notices;
 mod reindex;
 mod restore;
 mod serve;

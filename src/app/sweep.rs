@@ -3,6 +3,8 @@
 //! events and idempotency keys, the search index's view of its merges, the
 //! disk reserve, the WAL).
 
+use std::time::Duration;
+
 use crate::AppState;
 use crate::db::{self, Db};
 use crate::files::Files;
@@ -92,15 +94,23 @@ pub(super) async fn periodically(state: AppState) {
 
 /// Shows searches the segments that the index's background merges have
 /// made since its last commit (fewer segments: cheaper searches), and lets
-/// the files of the merged ones go.
+/// the files of the merged ones go; closes the index writer when no batch
+/// came for `INDEX_WRITER_IDLE` (an idle server holds no writer).
 async fn refresh_index(state: &AppState) {
     let index = state.search.clone();
-    match tokio::task::spawn_blocking(move || index.refresh()).await {
+    let refreshed = tokio::task::spawn_blocking(move || {
+        index.close_idle(INDEX_WRITER_IDLE)?;
+        index.refresh()
+    });
+    match refreshed.await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::warn!(error = %err, "cannot refresh the search index"),
         Err(err) => tracing::warn!(error = %err, "search index refresh task failed"),
     }
 }
+
+/// How long the index writer stays open without a batch.
+const INDEX_WRITER_IDLE: Duration = Duration::from_secs(30);
 
 /// The WAL is checkpointed by the sweep once it is larger than this.
 const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;

@@ -25,6 +25,7 @@ mod stats;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
@@ -105,6 +106,12 @@ struct Snapshot {
     counts: Counts,
 }
 
+#[derive(Default)]
+struct WriterSlot {
+    open: Option<IndexWriter>,
+    used: Option<Instant>,
+}
+
 /// The shared handle (cheap to clone).
 #[derive(Clone)]
 pub struct Index(Arc<Inner>);
@@ -113,8 +120,11 @@ struct Inner {
     dir: PathBuf,
     epoch: String,
     fields: Fields,
+    index: Tantivy,
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// Opened by the first `apply` and closed once idle (`close_idle`): an
+    /// open writer holds a few MiB and three threads.
+    writer: Mutex<WriterSlot>,
     snapshot: RwLock<Arc<Snapshot>>,
     /// Per-segment counts, kept across reloads (segments never change
     /// their documents; merges make new segments).
@@ -175,6 +185,7 @@ impl Index {
         // The first commit writes the payload, so that an index without
         // one is known as not ragd's.
         created.apply(Batch::default())?;
+        created.close_idle(Duration::ZERO)?;
         Ok(created)
     }
 
@@ -183,12 +194,6 @@ impl Index {
             .tokenizers()
             .register(analyzer::TOKENIZER, analyzer::Keyed::default());
         let fields = schema().1;
-        let options = tantivy::indexer::IndexWriterOptions::builder()
-            .memory_budget_per_thread(WRITER_MEMORY)
-            .num_worker_threads(1)
-            .num_merge_threads(1)
-            .build();
-        let writer = index.writer_with_options(options)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -201,8 +206,9 @@ impl Index {
             dir: dir.to_owned(),
             epoch: epoch.to_owned(),
             fields,
+            index,
             reader,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(WriterSlot::default()),
             snapshot: RwLock::new(Arc::new(Snapshot { searcher, counts })),
             segment_counts: Mutex::new(segment_counts),
             through: Mutex::new(through),
@@ -226,7 +232,13 @@ impl Index {
     pub fn apply(&self, batch: Batch) -> Result<()> {
         let inner = &*self.0;
         let f = inner.fields;
-        let mut writer = lock(&inner.writer);
+        let mut slot = lock(&inner.writer);
+        // Taken out while in use: a failed step drops it, and the next one
+        // opens a fresh writer.
+        let mut writer = match slot.open.take() {
+            Some(writer) => writer,
+            None => open_writer(&inner.index)?,
+        };
         for chunk in &batch.chunks {
             let value = analyzer::indexed_value(chunk.user_key, &chunk.context, &chunk.text);
             writer.add_document(doc!(
@@ -257,9 +269,30 @@ impl Index {
         let mut commit = writer.prepare_commit()?;
         commit.set_payload(&payload);
         commit.commit()?;
-        drop(writer);
+        slot.open = Some(writer);
+        slot.used = Some(Instant::now());
+        drop(slot);
         *lock(&inner.through) = through;
         self.refresh()
+    }
+
+    /// Closes the writer when no batch came for `idle`, once its
+    /// background merges are done (their segments then show in searches).
+    /// Blocking; `true` when it closed one.
+    pub fn close_idle(&self, idle: Duration) -> Result<bool> {
+        let mut slot = lock(&self.0.writer);
+        if slot.used.is_none_or(|used| used.elapsed() < idle) {
+            return Ok(false);
+        }
+        slot.used = None;
+        let Some(writer) = slot.open.take() else {
+            return Ok(false);
+        };
+        // Under the lock: an `apply` meanwhile would need a second writer.
+        writer.wait_merging_threads()?;
+        drop(slot);
+        self.refresh()?;
+        Ok(true)
     }
 
     /// Shows searches the index as last committed, with the segments that
@@ -328,6 +361,16 @@ impl Index {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A writer with one indexing and one merging thread.
+fn open_writer(index: &Tantivy) -> Result<IndexWriter> {
+    let options = tantivy::indexer::IndexWriterOptions::builder()
+        .memory_budget_per_thread(WRITER_MEMORY)
+        .num_worker_threads(1)
+        .num_merge_threads(1)
+        .build();
+    Ok(index.writer_with_options(options)?)
 }
 
 /// The schema and its fields.

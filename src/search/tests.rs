@@ -217,3 +217,46 @@ fn a_deleted_chunk_stops_counting_in_the_scores_at_once() {
         .expect("apply");
     assert_eq!(index.search(1, &question, 10).expect("search"), before);
 }
+
+#[test]
+fn an_idle_writer_is_closed_and_the_next_batch_opens_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(&dir.path().join("index"));
+    // A new index holds no writer (nothing to close).
+    assert!(!index.close_idle(Duration::ZERO).expect("close"));
+    index
+        .apply(Batch {
+            chunks: vec![chunk(1, 1, "Tide tables for the harbour.")],
+            deleted: vec![],
+            through: 1,
+        })
+        .expect("apply");
+    // Used just now: kept open for a long idle time, closed for none.
+    assert!(!index.close_idle(Duration::from_secs(3600)).expect("close"));
+    assert!(index.close_idle(Duration::ZERO).expect("close"));
+    assert!(!index.close_idle(Duration::ZERO).expect("close"));
+    assert_eq!(
+        rowids(&index.search(1, &terms(1, "harbour"), 10).expect("search")),
+        [1]
+    );
+    // The next batch opens a writer again, and deletes still apply.
+    index
+        .apply(Batch {
+            chunks: vec![chunk(2, 1, "A second harbour.")],
+            deleted: vec![1],
+            through: 2,
+        })
+        .expect("apply after close");
+    assert_eq!(
+        rowids(&index.search(1, &terms(1, "harbour"), 10).expect("search")),
+        [2]
+    );
+    drop(index);
+    // What was committed survives a reopen.
+    let reopened = open(&dir.path().join("index"));
+    assert_eq!(reopened.through(), 2);
+    assert_eq!(
+        rowids(&reopened.search(1, &terms(1, "harbour"), 10).expect("search")),
+        [2]
+    );
+}
