@@ -87,8 +87,8 @@ fn count_segment(segment: &tantivy::SegmentReader, terms: Field) -> Result<HashM
 /// The idf is FTS5's, ragd's ranking before tantivy: `ln((N - n + 0.5) /
 /// (n + 0.5))`, floored near 0 for a word in half the chunks or more.
 /// tantivy computes `ln(1 + (N - n + 0.5) / (n + 0.5))`, which weighs
-/// common words more; on SciFact that cost nDCG@10 0.687 -> 0.682
-/// (docs/BENCHMARKS.md, round 8). tantivy takes only the counts, so the
+/// common words more and ranked SciFact worse (nDCG@10 0.682 against 0.683
+/// with FTS5's; docs/BENCHMARKS.md, round 8). tantivy takes only the counts, so the
 /// counts given are scaled (`SCALE`) and each word's count chosen so that
 /// tantivy's formula yields FTS5's idf; the average length, the other use
 /// of the counts, is unchanged by the scaling.
