@@ -117,14 +117,7 @@ pub async fn user(data_dir: &Path, command: UserCommand) -> Result<String, Admin
 
 /// Opens the data dir's database beside the server that may be running.
 async fn open(data_dir: &Path) -> Result<Db, AdminError> {
-    let path = data_dir.join("ragd.db");
-    if !path.is_file() {
-        return Err(AdminError::Usage(format!(
-            "no ragd database in {} (expected {})",
-            data_dir.display(),
-            path.display()
-        )));
-    }
+    let path = super::existing_database(data_dir).map_err(AdminError::Usage)?;
     tokio::task::spawn_blocking(move || {
         // Nothing is published: no socket listens in this process.
         Db::open_beside_server(&path, Arc::new(|_| {}))

@@ -82,14 +82,7 @@ pub struct BackedUp {
 /// Writes the archive of `data_dir` to `out` (replacing a file there only
 /// once the new archive is complete). Blocking.
 pub fn backup(data_dir: &Path, out: &Path, with_secret: bool) -> Result<BackedUp, StartupError> {
-    let db_path = data_dir.join(DATABASE);
-    if !db_path.is_file() {
-        return Err(StartupError::Config(format!(
-            "no ragd database in {} (expected {})",
-            data_dir.display(),
-            db_path.display()
-        )));
-    }
+    super::existing_database(data_dir).map_err(StartupError::Config)?;
     if out.is_dir() {
         return Err(StartupError::Config(format!(
             "--out {} is a directory; name the archive file",

@@ -77,14 +77,7 @@ impl fmt::Display for Report {
 
 /// Checks `data_dir`. Blocking. `Err` only when there is nothing to check.
 pub fn check(data_dir: &Path) -> Result<Report, StartupError> {
-    let db_path = data_dir.join("ragd.db");
-    if !db_path.is_file() {
-        return Err(StartupError::Config(format!(
-            "no ragd database in {} (expected {})",
-            data_dir.display(),
-            db_path.display()
-        )));
-    }
+    let db_path = super::existing_database(data_dir).map_err(StartupError::Config)?;
     let mut report = Report::default();
     let conn = match maintenance::open_read_only(&db_path) {
         Ok(conn) => conn,

@@ -284,3 +284,19 @@ impl ShutdownSignals {
         token.cancel();
     }
 }
+
+/// The database of `data_dir`, for the commands that work on an existing
+/// one (`reindex`, `backup`, `check`, `user`); the error names what is
+/// missing.
+fn existing_database(data_dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let path = data_dir.join("ragd.db");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no ragd database in {} (expected {})",
+            data_dir.display(),
+            path.display()
+        ))
+    }
+}

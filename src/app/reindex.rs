@@ -26,14 +26,7 @@ pub struct Reindexed {
 /// Rebuilds `<data_dir>/index` from `<data_dir>/ragd.db`.
 pub async fn reindex(data_dir: &Path) -> Result<Reindexed, StartupError> {
     let started = Instant::now();
-    let db_path = data_dir.join("ragd.db");
-    if !db_path.is_file() {
-        return Err(StartupError::Config(format!(
-            "no ragd database in {} (expected {})",
-            data_dir.display(),
-            db_path.display()
-        )));
-    }
+    let db_path = super::existing_database(data_dir).map_err(StartupError::Config)?;
     let runtime = |e: String| StartupError::Runtime(e);
     let (dir, path) = (data_dir.to_owned(), db_path.clone());
     let (_lock, db) = tokio::task::spawn_blocking(move || {
