@@ -1,5 +1,6 @@
 //! Logging set-up and the per-request log line (request id, redacted query).
 
+use std::io::IsTerminal;
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -12,11 +13,15 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// Installs the global subscriber: `RUST_LOG` filters (default `info`),
-/// output on stderr as text or JSON lines.
+/// output on stderr as text or JSON lines. Text is coloured only on a
+/// terminal (not in a file, the journal or `docker logs`), and never with
+/// `NO_COLOR` set.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {

@@ -549,3 +549,32 @@ async fn a_burst_of_registrations_does_not_keep_the_hashing_memory() {
     );
     assert_eq!(server.terminate().await.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start(dir.path(), &[]).await;
+    assert_eq!(server.terminate().await.code(), Some(0));
+
+    // stderr is a pipe here, as under systemd, docker or `2> file`; and
+    // NO_COLOR is not set (the other tests set it).
+    let data_dir = dir.path().display().to_string();
+    let mut command = ragd();
+    command
+        .env_remove("NO_COLOR")
+        .args(["reindex", "--data-dir", &data_dir]);
+    let output = tokio::time::timeout(TIMEOUT, command.output())
+        .await
+        .expect("reindex exits in time")
+        .expect("run the ragd binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "reindex: {stderr}");
+    assert!(
+        stderr.contains("rebuilding the search index"),
+        "reindex logs its work: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no escape codes in a piped log: {stderr:?}"
+    );
+}
