@@ -68,28 +68,42 @@ fn serve(path: &str, request: &HeaderMap) -> Result<Response, ApiError> {
         "\"{}\"",
         hash[..12].iter().map(|b| format!("{b:02x}")).collect::<String>()
     );
+    revalidated(request, &etag, content_type(path), file.data.into_owned())
+}
+
+/// A file that never changes while the binary runs: 304 when the request
+/// names its `etag` in `If-None-Match`, else the bytes; either way with the
+/// ETag and `Cache-Control: no-cache` (names carry no version, so clients
+/// revalidate on every load, and a 304 costs little). The page's and the
+/// API docs' files both go through it.
+pub(crate) fn revalidated(
+    request: &HeaderMap,
+    etag: &str,
+    content_type: &'static str,
+    bytes: impl Into<axum::body::Body>,
+) -> Result<Response, ApiError> {
     let fresh = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
-    let etag = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
+    let etag = HeaderValue::from_str(etag).map_err(ApiError::internal)?;
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)))],
-            file.data.into_owned(),
+            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+            bytes.into(),
         )
             .into_response()
     };
     let headers = response.headers_mut();
     headers.insert(header::ETAG, etag);
-    // Names carry no version: revalidate on every load (a 304 costs little).
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(response)
 }
 
-fn content_type(path: &str) -> &'static str {
+/// The content type of an embedded file, by its extension.
+pub(crate) fn content_type(path: &str) -> &'static str {
     match path.rsplit_once('.').map(|(_, ext)| ext) {
         Some("html") => "text/html; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",

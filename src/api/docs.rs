@@ -10,7 +10,7 @@ use std::sync::{Arc, LazyLock};
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::openapi;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::web::content_type;
 
 /// The docs page's policy: like the web page's (`web::PAGE_POLICY`), its
 /// own scripts, styles and images and requests to its own origin ("Try it
@@ -134,30 +135,10 @@ async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Result<Response,
 /// One file, or 304 when the client's copy is current.
 fn serve(name: &str, request: &HeaderMap) -> Result<Response, ApiError> {
     let file = FILES.get(name).ok_or(ApiError::NotFound)?;
-    let fresh = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == file.etag));
-    let mut response = if fresh {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        ([(header::CONTENT_TYPE, file.content_type)], file.bytes.clone()).into_response()
-    };
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ETAG,
-        HeaderValue::from_str(&file.etag).map_err(ApiError::internal)?,
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(response)
-}
-
-fn content_type(name: &str) -> &'static str {
-    match name.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("png") => "image/png",
-        _ => "application/octet-stream",
-    }
+    crate::web::revalidated(
+        request,
+        &file.etag,
+        file.content_type,
+        file.bytes.clone().into_owned(),
+    )
 }

@@ -351,8 +351,8 @@ impl Index {
         Ok(hits)
     }
 
-    /// How many chunks the index holds (deleted ones not yet merged away
-    /// included), for logs and tests.
+    /// How many live chunks the searches see (deleted ones are not
+    /// counted, even before a merge drops them), for logs and tests.
     pub fn len(&self) -> u64 {
         let snapshot = self.0.snapshot.read().unwrap_or_else(|p| p.into_inner());
         snapshot.searcher.num_docs()
