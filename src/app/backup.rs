@@ -89,6 +89,13 @@ pub fn backup(data_dir: &Path, out: &Path, with_secret: bool) -> Result<BackedUp
             out.display()
         )));
     }
+    if inside(out, data_dir) {
+        return Err(StartupError::Config(format!(
+            "--out {} is inside the data dir {}: write the archive elsewhere",
+            out.display(),
+            data_dir.display()
+        )));
+    }
     let staging = Staging::create(data_dir)?;
     let staged = stage(data_dir, &staging, &mut |_| {})?;
     let secret_path = data_dir.join(SECRET);
@@ -184,13 +191,18 @@ fn remove_interrupted(data_dir: &Path) {
             continue;
         }
         let dir = entry.path();
-        let interrupted = match File::open(dir.join(STAGING_LOCK)) {
-            // Held while this removes it, so no other backup uses it.
-            Ok(lock) => lock.try_lock().is_ok(),
-            Err(_) => entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > UNLOCKED_STAGING_AGE)),
+        // The lock stays held (`_held`) until the dir is gone, so no
+        // backup can take the dir up meanwhile.
+        let lock = File::open(dir.join(STAGING_LOCK));
+        let (interrupted, _held) = match lock {
+            Ok(lock) => (lock.try_lock().is_ok(), Some(lock)),
+            Err(_) => (
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > UNLOCKED_STAGING_AGE)),
+                None,
+            ),
         };
         if interrupted {
             match fs::remove_dir_all(&dir) {
@@ -306,6 +318,19 @@ fn preserve(from: &Path, to: &Path) -> io::Result<()> {
 
 /// A name that stays inside its directory: no separator, not `.` or `..`,
 /// not hidden (temporary uploads are `.upload-*`).
+/// Whether the file `out` would be written inside `dir` (compared by
+/// their canonical parents, so `..` and links do not hide it).
+fn inside(out: &Path, dir: &Path) -> bool {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (parent.canonicalize(), dir.canonicalize()) {
+        (Ok(parent), Ok(dir)) => parent.starts_with(dir),
+        _ => false,
+    }
+}
+
 pub(super) fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && !name.starts_with('.') && !name.contains('/') && !name.contains('\0')
 }

@@ -43,8 +43,11 @@ pub struct Restored {
 pub fn restore(from: &Path, data_dir: &Path) -> Result<Restored, StartupError> {
     let archive = File::open(from)
         .map_err(|e| StartupError::Config(format!("cannot open the archive {}: {e}", from.display())))?;
-    let target = Target::prepare(data_dir)?;
+    let mut target = Target::prepare(data_dir)?;
     let _lock = DataDirLock::acquire(data_dir).map_err(StartupError::Runtime)?;
+    // Only now, with the lock held and the dir still empty, is what it
+    // will hold the restore's to remove on failure.
+    target.arm()?;
     let manifest = unpack(archive, data_dir).map_err(|e| match e {
         Unpack::Refused(why) => {
             StartupError::Config(format!("{} is not a usable ragd backup: {why}", from.display()))
@@ -72,6 +75,8 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Restored, StartupError> {
 struct Target {
     dir: PathBuf,
     created: bool,
+    /// Set once the lock is held and the dir found empty (`arm`).
+    armed: bool,
     done: bool,
 }
 
@@ -109,8 +114,26 @@ impl Target {
         Ok(Target {
             dir: dir.to_owned(),
             created,
+            armed: false,
             done: false,
         })
+    }
+
+    /// Checks, with the data dir lock held, that the dir holds nothing but
+    /// the lock: another process may have written into it since `prepare`.
+    fn arm(&mut self) -> Result<(), StartupError> {
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| StartupError::Runtime(format!("cannot read {}: {e}", self.dir.display())))?;
+        for entry in entries.flatten() {
+            if entry.file_name() != "ragd.lock" {
+                return Err(StartupError::Config(format!(
+                    "refusing to restore into {}: it is not empty (restore into a new or empty directory)",
+                    self.dir.display()
+                )));
+            }
+        }
+        self.armed = true;
+        Ok(())
     }
 
     fn done(mut self) {
@@ -121,6 +144,14 @@ impl Target {
 impl Drop for Target {
     fn drop(&mut self) {
         if self.done {
+            return;
+        }
+        // Unarmed, the dir may be another process's: leave it (an empty
+        // dir this made is removed below).
+        if !self.armed {
+            if self.created {
+                let _ = fs::remove_dir(&self.dir);
+            }
             return;
         }
         // The dir was empty: everything in it is the restore's.
@@ -281,6 +312,12 @@ fn reopen(path: &Path) -> Result<(String, HashMap<String, String>), StartupError
 fn verify_files(files: &Path, digests: &HashMap<String, String>) -> Result<Vec<String>, StartupError> {
     let mut missing = Vec::new();
     for (id, expected) in digests {
+        // A crafted database could name any path as a document's file.
+        if !super::backup::is_plain_name(id) {
+            return Err(StartupError::Config(format!(
+                "the archive is not a usable ragd backup: a document id is not a plain name ({id:?})"
+            )));
+        }
         let path = files.join(id);
         let mut file = match File::open(&path) {
             Ok(file) => file,

@@ -299,9 +299,13 @@ impl Index {
     /// background merges have produced since.
     pub fn refresh(&self) -> Result<()> {
         let inner = &*self.0;
+        // Held from the reload to the swap: two refreshes (an apply's and
+        // the sweep's) cannot install an older searcher over a newer one,
+        // which would hide a batch whose documents are already `ready`.
+        let mut segment_counts = lock(&inner.segment_counts);
         inner.reader.reload()?;
         let searcher = inner.reader.searcher();
-        let counts = lock(&inner.segment_counts).refresh(&searcher, inner.fields.terms)?;
+        let counts = segment_counts.refresh(&searcher, inner.fields.terms)?;
         *inner.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Snapshot { searcher, counts });
         Ok(())
     }

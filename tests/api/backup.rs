@@ -428,6 +428,72 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
         );
         assert!(!target.exists(), "{entry}: a failed restore removes what it made");
     }
+
+    // A crafted database: a document id that is a path. The server would
+    // read and delete `files/<id>`, so the restore refuses it.
+    let crafted = scratch.path().join("crafted-id.tar");
+    std::fs::write(&crafted, with_document_id(&archive, "../../escaped-id")).expect("write");
+    let target = scratch.path().join("from-crafted-id");
+    let out = run(
+        &[
+            "restore",
+            "--from",
+            &crafted.display().to_string(),
+            "--data-dir",
+            &target.display().to_string(),
+        ],
+        &[],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a plain name"), "{stderr}");
+    assert!(!target.exists(), "a failed restore removes what it made");
+
+    // An archive written over the live database would destroy it.
+    let db = app.data_dir().join("ragd.db");
+    let before = std::fs::metadata(&db).expect("the database").len();
+    let out = run(
+        &["backup", "--data-dir", &dir, "--out", &db.display().to_string()],
+        &[],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("inside the data dir"), "{stderr}");
+    assert_eq!(std::fs::metadata(&db).expect("the database").len(), before);
+    api.upload_ready(&token, "b.txt", b"Still serving after the refused backup.")
+        .await;
+}
+
+/// The archive at `path` with every document's id in its database set to
+/// `id` (the other entries as they were, in their order).
+fn with_document_id(path: &str, id: &str) -> Vec<u8> {
+    let scratch = tempfile::tempdir().expect("a temp dir");
+    let mut archive = tar::Archive::new(std::fs::File::open(path).expect("open the archive"));
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("an entry");
+        let name = entry.path().expect("a path").display().to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
+        if name == "ragd.db" {
+            let db = scratch.path().join("ragd.db");
+            std::fs::write(&db, &bytes).expect("write");
+            let conn = rusqlite::Connection::open(&db).expect("open");
+            // The chunks and jobs that name the old id stay as they are.
+            conn.execute_batch("PRAGMA foreign_keys = OFF").expect("pragma");
+            conn.execute("UPDATE documents SET id = ?1", [id])
+                .expect("rename");
+            conn.close().expect("close");
+            bytes = std::fs::read(&db).expect("read back");
+        }
+        let mut header = entry.header().clone();
+        header.set_size(bytes.len() as u64);
+        header.set_cksum();
+        builder.append(&header, &bytes[..]).expect("append");
+    }
+    builder.into_inner().expect("the archive")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
