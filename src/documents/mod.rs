@@ -74,24 +74,34 @@ pub async fn upload(
         sha256: received.sha256,
     };
     let (now, retries) = (db::now_ms(), state.config.job_max_retries);
-    let stored = state
-        .db
-        .write(move |tx| {
-            idempotency::once(tx, &new.user_id, keyed.as_ref(), 201, now, |tx| {
-                // The document is the cause of its job: its event first.
-                let doc = documents::insert(tx, &new, now)?;
-                jobs::enqueue(tx, &new.user_id, &new.id, retries, now)?;
-                let response = json!({ "document": doc.id }).to_string();
-                Ok((doc, response))
+    // In a task of its own: a client that goes away while the write waits
+    // for the writer drops the request, and with it the file, while the
+    // queued write still commits the row. Here the file is kept exactly
+    // when the row commits.
+    let task_state = state.clone();
+    let stored = tokio::spawn(async move {
+        let stored = task_state
+            .db
+            .write(move |tx| {
+                idempotency::once(tx, &new.user_id, keyed.as_ref(), 201, now, |tx| {
+                    // The document is the cause of its job: its event first.
+                    let doc = documents::insert(tx, &new, now)?;
+                    jobs::enqueue(tx, &new.user_id, &new.id, retries, now)?;
+                    let response = json!({ "document": doc.id }).to_string();
+                    Ok((doc, response))
+                })
             })
-        })
-        .await?;
-    match stored {
-        Once::First(doc) => {
+            .await;
+        if let Ok(Once::First(_)) = &stored {
             kept.committed();
-            state.worker.job_queued();
-            Ok(doc)
+            task_state.worker.job_queued();
         }
+        stored
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    match stored {
+        Once::First(doc) => Ok(doc),
         // The first upload's document; this copy of the bytes goes.
         Once::Repeat(recorded) => {
             let first: serde_json::Value =
