@@ -77,9 +77,7 @@ pub async fn user(data_dir: &Path, command: UserCommand) -> Result<String, Admin
             email,
             password_stdin,
         } => {
-            let email = valid_email(&email).map_err(|e| AdminError::Usage(e.to_string()))?;
-            let (password, generated) = new_password(password_stdin)?;
-            let shown = shown(generated.then(|| password.clone()));
+            let (email, password, shown) = account_input(&email, password_stdin)?;
             let db = open(data_dir).await?;
             let created = create(&db, email.clone(), password).await;
             db.close().await;
@@ -90,9 +88,7 @@ pub async fn user(data_dir: &Path, command: UserCommand) -> Result<String, Admin
             email,
             password_stdin,
         } => {
-            let email = valid_email(&email).map_err(|e| AdminError::Usage(e.to_string()))?;
-            let (password, generated) = new_password(password_stdin)?;
-            let shown = shown(generated.then(|| password.clone()));
+            let (email, password, shown) = account_input(&email, password_stdin)?;
             let db = open(data_dir).await?;
             let reset = reset_password(&db, email.clone(), password).await;
             db.close().await;
@@ -113,6 +109,15 @@ pub async fn user(data_dir: &Path, command: UserCommand) -> Result<String, Admin
             ))
         }
     }
+}
+
+/// The email and new password of `create` and `reset-password`, checked as
+/// the API checks them, and what to print of a generated password.
+fn account_input(email: &str, password_stdin: bool) -> Result<(String, String, String), AdminError> {
+    let email = valid_email(email).map_err(|e| AdminError::Usage(e.to_string()))?;
+    let (password, generated) = new_password(password_stdin)?;
+    let shown = shown(generated.then(|| password.clone()));
+    Ok((email, password, shown))
 }
 
 /// Opens the data dir's database beside the server that may be running.

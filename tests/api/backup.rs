@@ -166,17 +166,7 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it_with_a_n
 
     let restored_dir = tempfile::tempdir().expect("a temp dir");
     let target = restored_dir.path().display().to_string();
-    let out = run(
-        &[
-            "restore",
-            "--from",
-            &archive.display().to_string(),
-            "--data-dir",
-            &target,
-        ],
-        &[],
-    )
-    .await;
+    let out = restore(&archive, &target).await;
     assert!(
         out.status.success(),
         "restore succeeds: {}{}",
@@ -325,17 +315,7 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
     let busy = scratch.path().join("busy");
     std::fs::create_dir(&busy).expect("mkdir");
     std::fs::write(busy.join("keep.txt"), b"mine").expect("write");
-    let out = run(
-        &[
-            "restore",
-            "--from",
-            &archive,
-            "--data-dir",
-            &busy.display().to_string(),
-        ],
-        &[],
-    )
-    .await;
+    let out = restore(&archive, &busy).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not empty"), "{stderr}");
@@ -348,17 +328,7 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
 
     // Into a dir that is missing, or empty, it works.
     let fresh = scratch.path().join("fresh");
-    let out = run(
-        &[
-            "restore",
-            "--from",
-            &archive,
-            "--data-dir",
-            &fresh.display().to_string(),
-        ],
-        &[],
-    )
-    .await;
+    let out = restore(&archive, &fresh).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(fresh.join("ragd.db").is_file());
     assert!(
@@ -380,17 +350,7 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
     let damaged = scratch.path().join("damaged.tar");
     std::fs::write(&damaged, bytes).expect("write");
     let target = scratch.path().join("from-damaged");
-    let out = run(
-        &[
-            "restore",
-            "--from",
-            &damaged.display().to_string(),
-            "--data-dir",
-            &target.display().to_string(),
-        ],
-        &[],
-    )
-    .await;
+    let out = restore(&damaged, &target).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -408,17 +368,7 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
         let crafted = scratch.path().join("crafted.tar");
         std::fs::write(&crafted, crafted_archive(&entry)).expect("write the archive");
         let target = scratch.path().join("target");
-        let out = run(
-            &[
-                "restore",
-                "--from",
-                &crafted.display().to_string(),
-                "--data-dir",
-                &target.display().to_string(),
-            ],
-            &[],
-        )
-        .await;
+        let out = restore(&crafted, &target).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{entry}: {stderr}");
         assert!(stderr.contains("unsafe path"), "{entry}: {stderr}");
@@ -434,17 +384,7 @@ async fn restore_refuses_a_non_empty_dir_and_paths_outside_it() {
     let crafted = scratch.path().join("crafted-id.tar");
     std::fs::write(&crafted, with_document_id(&archive, "../../escaped-id")).expect("write");
     let target = scratch.path().join("from-crafted-id");
-    let out = run(
-        &[
-            "restore",
-            "--from",
-            &crafted.display().to_string(),
-            "--data-dir",
-            &target.display().to_string(),
-        ],
-        &[],
-    )
-    .await;
+    let out = restore(&crafted, &target).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not a plain name"), "{stderr}");
@@ -568,4 +508,10 @@ async fn backup_and_check_of_a_dir_without_a_database_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("no ragd database"), "{stderr}");
     }
+}
+
+/// `ragd restore --from <from> --data-dir <to>`, run to completion.
+async fn restore(from: impl AsRef<std::ffi::OsStr>, to: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
+    let (from, to) = (from.as_ref().to_string_lossy(), to.as_ref().to_string_lossy());
+    run(&["restore", "--from", &from, "--data-dir", &to], &[]).await
 }
