@@ -1,16 +1,22 @@
 //! Words into index terms, the same way for chunks and for questions:
-//! runs of letters and digits, lower-cased, common Latin diacritics folded,
-//! English-stemmed (Snowball), each prefixed with the owner's key. The
+//! runs of letters and digits, lower-cased, stop-words dropped, common
+//! Latin diacritics folded, English-stemmed (Snowball), each prefixed with
+//! the owner's key. Stop-words are not indexed because no question ever
+//! looks for them: indexing them cost a third of the postings, and
+//! counting them in a chunk's length ranked SciFact worse (nDCG@10 0.684
+//! against 0.687; docs/BENCHMARKS.md, round 9). The
 //! prefix gives every user a term space of their own in the one shared
 //! index: a question's terms can only match its asker's chunks, and a
 //! term's document frequency counts that user's chunks alone.
 
+use std::collections::HashMap;
+
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, BoxTokenStream, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
-    Token, TokenStream, Tokenizer,
+    AsciiFoldingFilter, BoxTokenStream, LowerCaser, RemoveLongFilter, SimpleTokenizer, StopWordFilter,
+    TextAnalyzer, Token, TokenStream, Tokenizer,
 };
 
-use crate::words::is_stop_word;
+use crate::words::{STOP_WORDS, is_stop_word};
 
 /// The tokenizer's name in the index.
 pub const TOKENIZER: &str = "ragd";
@@ -20,6 +26,10 @@ const KEY_END: char = '\u{1f}';
 const MAX_WORD_BYTES: usize = 64;
 /// Words of a question that count, at most.
 const MAX_QUERY_WORDS: usize = 32;
+/// Stems remembered per analyzer, at most (then it starts over). A text's
+/// words repeat: the cache made analyzing the ingest bench's text a
+/// quarter faster (docs/BENCHMARKS.md, round 9).
+const MAX_CACHED_STEMS: usize = 50_000;
 
 /// The key of a user's terms (`user_indexes.n`, never reused).
 pub fn key(user_key: i64) -> String {
@@ -74,21 +84,28 @@ pub fn query_terms(user_key: i64, words: &[String]) -> Vec<String> {
     terms
 }
 
-/// The words of a value, then the prefix of its key on each.
+/// The words of a value, stemmed, then the prefix of its key on each.
 #[derive(Clone)]
 pub struct Keyed {
     words: TextAnalyzer,
+    stemmer: frostem::Stemmer,
+    /// Word to stem. tantivy clones the analyzer for each segment it
+    /// builds, so this lives as long as one segment's indexing.
+    stems: HashMap<String, String, foldhash::fast::RandomState>,
 }
 
 impl Default for Keyed {
     fn default() -> Keyed {
+        let stop_words = STOP_WORDS.iter().map(|w| (*w).to_owned());
         Keyed {
             words: TextAnalyzer::builder(SimpleTokenizer::default())
                 .filter(RemoveLongFilter::limit(MAX_WORD_BYTES))
                 .filter(LowerCaser)
+                .filter(StopWordFilter::remove(stop_words))
                 .filter(AsciiFoldingFilter)
-                .filter(Stemmer::default())
                 .build(),
+            stemmer: frostem::Stemmer::new(frostem::Algorithm::English),
+            stems: HashMap::default(),
         }
     }
 }
@@ -102,6 +119,8 @@ impl Tokenizer for Keyed {
         KeyedStream {
             key,
             words: self.words.token_stream(text),
+            stemmer: &self.stemmer,
+            stems: &mut self.stems,
             token: Token::default(),
         }
     }
@@ -110,6 +129,8 @@ impl Tokenizer for Keyed {
 pub struct KeyedStream<'a> {
     key: &'a str,
     words: BoxTokenStream<'a>,
+    stemmer: &'a frostem::Stemmer,
+    stems: &'a mut HashMap<String, String, foldhash::fast::RandomState>,
     token: Token,
 }
 
@@ -122,7 +143,17 @@ impl TokenStream for KeyedStream<'_> {
         self.token.text.clear();
         self.token.text.push_str(self.key);
         self.token.text.push(':');
-        self.token.text.push_str(&word.text);
+        match self.stems.get(&word.text) {
+            Some(stem) => self.token.text.push_str(stem),
+            None => {
+                let stem = self.stemmer.stem(&word.text).into_owned();
+                self.token.text.push_str(&stem);
+                if self.stems.len() >= MAX_CACHED_STEMS {
+                    self.stems.clear();
+                }
+                self.stems.insert(word.text.clone(), stem);
+            }
+        }
         self.token.offset_from = word.offset_from;
         self.token.offset_to = word.offset_to;
         self.token.position = word.position;
@@ -155,10 +186,10 @@ mod tests {
 
     #[test]
     fn terms_are_stemmed_folded_and_prefixed_with_the_key() {
-        let value = indexed_value(26, "Notes", "Running studies in Zürich");
+        let value = indexed_value(26, "Notes", "Running studies in Zürich, running");
         assert_eq!(
             tokens(&value),
-            ["1a:note", "1a:run", "1a:studi", "1a:in", "1a:zurich"]
+            ["1a:note", "1a:run", "1a:studi", "1a:zurich", "1a:run"]
         );
     }
 

@@ -39,8 +39,9 @@ use stats::{Counts, SegmentCounts};
 
 use crate::types::IndexChunk;
 
-/// The index's layout version; another one is rebuilt.
-const FORMAT: u32 = 1;
+/// The index's layout version; another one is rebuilt. 2: stop-words
+/// are no longer indexed (nor counted in a chunk's length).
+const FORMAT: u32 = 2;
 /// The indexing thread's memory budget: a segment is flushed when its
 /// buffers reach it.
 const WRITER_MEMORY: usize = 64 << 20;

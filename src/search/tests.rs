@@ -260,3 +260,52 @@ fn an_idle_writer_is_closed_and_the_next_batch_opens_another() {
         [2]
     );
 }
+
+#[test]
+fn stop_words_are_not_indexed_so_they_do_not_make_a_chunk_longer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = open(&dir.path().join("index"));
+    let padded = format!("granite quarry {}", "the of and to in it was ".repeat(20));
+    let mut chunks = vec![chunk(1, 1, "granite quarry"), chunk(2, 1, &padded)];
+    // Enough other chunks that "granite" is a rare word (a positive idf).
+    chunks.extend((3..=12).map(|r| chunk(r, 1, &format!("meadow number {r}"))));
+    index
+        .apply(Batch {
+            chunks,
+            deleted: vec![],
+            through: 12,
+        })
+        .expect("apply");
+    let hits = index.search(1, &terms(1, "granite"), 10).expect("search");
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    // Had its 140 stop-words counted, the padded chunk would score lower.
+    assert_eq!(hits[0].1, hits[1].1, "{hits:?}");
+    assert!(index.search(1, &terms(1, "of"), 10).expect("search").is_empty());
+}
+
+#[test]
+fn an_index_of_an_older_format_is_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("index");
+    let index = open(&path);
+    index
+        .apply(Batch {
+            chunks: vec![chunk(1, 1, "quince jam")],
+            deleted: vec![],
+            through: 1,
+        })
+        .expect("apply");
+    drop(index);
+    // The payload, a JSON string inside meta.json, as an older build wrote it.
+    let meta = std::fs::read_to_string(path.join("meta.json")).expect("meta");
+    let ours = format!("\\\"format\\\":{FORMAT}");
+    assert!(meta.contains(&ours), "{meta}");
+    let older = meta.replace(&ours, &format!("\\\"format\\\":{}", FORMAT - 1));
+    std::fs::write(path.join("meta.json"), older).expect("write meta");
+    let (index, fresh) = Index::open(&path, "epoch-1").expect("open");
+    assert!(
+        matches!(&fresh, Some(Fresh::Stale(why)) if why.contains("format")),
+        "{fresh:?}"
+    );
+    assert_eq!((index.through(), index.len()), (0, 0));
+}
