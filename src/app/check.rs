@@ -93,7 +93,21 @@ pub fn check(data_dir: &Path) -> Result<Report, StartupError> {
 }
 
 fn check_all(data_dir: &Path, conn: &Connection, report: &mut Report) -> db::Result<()> {
-    let Some(epoch) = database(conn, report)? else {
+    // SQLite's own checks read any schema; the rest reads this version's.
+    database(conn, report)?;
+    if let Err(e) = db::check_schema(conn) {
+        let (version, newest) = db::schema_versions(conn)?;
+        if version < newest {
+            report.note(format!(
+                "{e}; the search index and the files are checked once it is"
+            ));
+        } else {
+            report.problem(e.to_string());
+        }
+        return Ok(());
+    }
+    let Some(epoch) = maintenance::epoch(conn)? else {
+        report.problem("the database has no epoch: it is not a ragd database".into());
         return Ok(());
     };
     index(data_dir, conn, &epoch, report)?;
@@ -102,8 +116,8 @@ fn check_all(data_dir: &Path, conn: &Connection, report: &mut Report) -> db::Res
     Ok(())
 }
 
-/// The database's own checks; its epoch.
-fn database(conn: &Connection, report: &mut Report) -> db::Result<Option<String>> {
+/// The database's own checks.
+fn database(conn: &Connection, report: &mut Report) -> db::Result<()> {
     let damaged = maintenance::integrity_problems(conn)?;
     if !damaged.is_empty() {
         report.problem(format!(
@@ -122,11 +136,7 @@ fn database(conn: &Connection, report: &mut Report) -> db::Result<Option<String>
     if damaged.is_empty() && orphans.is_empty() {
         report.note("database: integrity_check and foreign_key_check pass".into());
     }
-    let epoch = maintenance::epoch(conn)?;
-    if epoch.is_none() {
-        report.problem("the database has no epoch: it is not a ragd database".into());
-    }
-    Ok(epoch)
+    Ok(())
 }
 
 /// The search index against the chunks (see the module's order).

@@ -43,13 +43,18 @@ pub fn run(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// The database's schema version, and the newest this ragd knows.
+pub fn versions(conn: &Connection) -> Result<(usize, usize)> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok((usize::try_from(current).unwrap_or(0), MIGRATIONS.len()))
+}
+
 /// Fails unless the database is at exactly the newest version: for the
 /// admin commands, which work beside a running server and so must never
 /// migrate (the server does that, holding the data dir).
 pub fn check_current(conn: &Connection) -> Result<()> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let newest = MIGRATIONS.len();
-    match usize::try_from(current).unwrap_or(0) {
+    let (current, newest) = versions(conn)?;
+    match current {
         version if version == newest => Ok(()),
         version if version > newest => Err(Error::Other(format!(
             "the database is at schema version {version}, newer than this ragd knows ({newest}); use a newer ragd"

@@ -24,6 +24,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::config::SyncMode;
+pub use migrate::{check_current as check_schema, versions as schema_versions};
 pub use writer::{Publisher, Writer};
 
 /// How long a connection waits for a lock before SQLITE_BUSY.

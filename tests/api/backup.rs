@@ -494,6 +494,44 @@ async fn check_passes_a_healthy_dir_while_serving_and_names_each_damage() {
     assert!(files.join(orphan).exists(), "check changes nothing");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_of_an_older_schema_says_a_server_migrates_it_and_of_a_newer_one_fails() {
+    let app = TestApp::spawn().await;
+    let api = Api::of(&app);
+    let token = api.register("schema@example.com").await;
+    api.upload_ready(&token, "kept.txt", b"The lighthouse stands.")
+        .await;
+    let (data, _) = app.stop().await;
+    let dir = data.path().display().to_string();
+    let conn = rusqlite::Connection::open(data.path().join("ragd.db")).expect("open the database");
+    let newest: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("the version");
+
+    // As a backup restored from an older ragd, before a server migrated it.
+    conn.pragma_update(None, "user_version", newest - 1)
+        .expect("set the version");
+    let out = run(&["check", "--data-dir", &dir], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("older than this ragd"), "{stdout}");
+    assert!(
+        stdout.contains("integrity_check"),
+        "SQLite's own checks still ran:\n{stdout}"
+    );
+    assert!(!stdout.contains("cannot read"), "{stdout}");
+
+    conn.pragma_update(None, "user_version", newest + 1)
+        .expect("set the version");
+    let out = run(&["check", "--data-dir", &dir], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("PROBLEM") && stdout.contains("use a newer ragd"),
+        "{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn backup_and_check_of_a_dir_without_a_database_exit_2() {
     let empty = tempfile::tempdir().expect("a temp dir");
