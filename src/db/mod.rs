@@ -212,13 +212,16 @@ impl Db {
     pub async fn checkpoint_if_larger(&self, wal: &Path, max_bytes: u64) {
         let size = tokio::fs::metadata(wal).await.map(|m| m.len()).unwrap_or(0);
         if size > max_bytes {
-            self.writer.checkpoint().await;
+            // Not waiting for readers: a long one (a backup) would hold up
+            // every write for the busy timeout, at each sweep.
+            self.writer.checkpoint(writer::Readers::Skip).await;
         }
     }
 
-    /// Checkpoints the WAL and truncates it, after the writes queued so far.
+    /// Checkpoints the WAL and truncates it, after the writes queued so far,
+    /// waiting up to the busy timeout for readers (to free disk space).
     pub async fn checkpoint(&self) {
-        self.writer.checkpoint().await;
+        self.writer.checkpoint(writer::Readers::Wait).await;
     }
 
     /// Writes waiting for the writer thread (the write queue's depth).
@@ -400,6 +403,54 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_sweeps_checkpoint_does_not_hold_writes_up_for_a_long_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ragd.db");
+        let wal = dir.path().join("ragd.db-wal");
+        let db = Db::open(&path, SyncMode::Normal, Arc::new(|_| {})).expect("open");
+        let insert = |n: i64| {
+            db.write(move |tx| {
+                tx.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                Ok(())
+            })
+        };
+        db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (n INTEGER)")?))
+            .await
+            .expect("table");
+        insert(1).await.expect("insert");
+        // A reader holds its snapshot, as a backup's long read does, while
+        // the WAL grows past it.
+        let reader = Connection::open(&path).expect("reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let seen: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("read");
+        insert(2).await.expect("insert");
+
+        db.checkpoint_if_larger(&wal, 0).await;
+        let started = std::time::Instant::now();
+        insert(3).await.expect("insert");
+        // Waiting for the reader would take the whole busy timeout.
+        assert!(
+            started.elapsed() < BUSY_TIMEOUT / 2,
+            "the write waited {:?} behind the checkpoint",
+            started.elapsed()
+        );
+        assert_eq!(seen, 1);
+
+        // Once the reader is done, a checkpoint that waits truncates it.
+        reader.execute_batch("COMMIT").expect("commit");
+        db.checkpoint().await;
+        insert(4).await.expect("insert");
+        db.close().await;
+        let count: i64 = Connection::open(&path)
+            .expect("open")
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(count, 4);
+    }
 
     #[test]
     fn timestamps_are_rfc3339_with_millis() {

@@ -9,6 +9,7 @@ use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::Connection;
 use rusqlite::hooks::Wal;
@@ -100,10 +101,21 @@ where
     }
 }
 
+/// What an asked-for checkpoint does about readers of an older snapshot
+/// (a backup's long read), which keep the WAL from being truncated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// Waits for them, up to the busy timeout: to free disk space.
+    Wait,
+    /// Copies what it can and leaves the truncation to a later one: every
+    /// write queued behind the checkpoint would wait with it.
+    Skip,
+}
+
 enum Msg {
     Write(Box<dyn QueuedWrite>),
     /// Checkpoint the WAL between batches (not possible inside one).
-    Checkpoint,
+    Checkpoint(Readers),
     Stop,
 }
 
@@ -161,9 +173,10 @@ impl Writer {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Asks the writer to checkpoint the WAL after the writes queued so far.
-    pub async fn checkpoint(&self) {
-        let _ = self.tx.send(Msg::Checkpoint).await;
+    /// Asks the writer to checkpoint and truncate the WAL after the writes
+    /// queued so far.
+    pub async fn checkpoint(&self, readers: Readers) {
+        let _ = self.tx.send(Msg::Checkpoint(readers)).await;
     }
 
     pub async fn close(&self) {
@@ -186,18 +199,18 @@ fn run(
     let mut batch: Vec<Box<dyn QueuedWrite>> = Vec::with_capacity(MAX_BATCH);
     loop {
         let mut stop = false;
-        let mut checkpoint = false;
+        let mut checkpoint = None;
         match rx.blocking_recv() {
             Some(Msg::Write(write)) => batch.push(write),
-            Some(Msg::Checkpoint) => checkpoint = true,
+            Some(Msg::Checkpoint(readers)) => checkpoint = Some(readers),
             Some(Msg::Stop) | None => stop = true,
         }
         // A checkpoint ends the batch: the writes queued after it run after
         // it (a delete retried on a full disk counts on the space it frees).
-        while !stop && !checkpoint && batch.len() < MAX_BATCH {
+        while !stop && checkpoint.is_none() && batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Msg::Write(write)) => batch.push(write),
-                Ok(Msg::Checkpoint) => checkpoint = true,
+                Ok(Msg::Checkpoint(readers)) => checkpoint = Some(readers),
                 Ok(Msg::Stop) => stop = true,
                 Err(_) => break,
             }
@@ -210,10 +223,12 @@ fn run(
         // An asked-for checkpoint also truncates the WAL; the automatic one
         // copies it back into the database, like SQLite's own would.
         let grown = WAL_FRAMES.replace(0) >= CHECKPOINT_FRAMES;
-        let mode = if checkpoint { "TRUNCATE" } else { "PASSIVE" };
-        if (checkpoint || grown)
-            && let Err(err) = conn.execute_batch(&format!("PRAGMA wal_checkpoint({mode})"))
-        {
+        let done = match checkpoint {
+            Some(readers) => truncate(&conn, readers),
+            None if grown => conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"),
+            None => Ok(()),
+        };
+        if let Err(err) = done {
             tracing::warn!(error = %err, "WAL checkpoint failed");
         }
         if stop {
@@ -228,6 +243,20 @@ fn run(
     if final_checkpoint && let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %err, "final WAL checkpoint failed");
     }
+}
+
+/// A checkpoint that truncates the WAL; with `Readers::Skip` it does not
+/// wait for readers (SQLite then reports busy in its result row, which is
+/// not an error).
+fn truncate(conn: &Connection, readers: Readers) -> rusqlite::Result<()> {
+    if readers == Readers::Skip {
+        conn.busy_timeout(Duration::ZERO)?;
+    }
+    let done = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    if readers == Readers::Skip {
+        conn.busy_timeout(super::BUSY_TIMEOUT)?;
+    }
+    done
 }
 
 fn commit_batch(
