@@ -93,8 +93,14 @@ pub fn check(data_dir: &Path) -> Result<Report, StartupError> {
 }
 
 fn check_all(data_dir: &Path, conn: &Connection, report: &mut Report) -> db::Result<()> {
-    // SQLite's own checks read any schema; the rest reads this version's.
+    // SQLite's own checks and the epoch (every schema version has it)
+    // read any schema; the rest reads this version's.
     database(conn, report)?;
+    leftovers(data_dir, report);
+    let Some(epoch) = maintenance::epoch(conn)? else {
+        report.problem("the database has no epoch: it is not a ragd database".into());
+        return Ok(());
+    };
     if let Err(e) = db::check_schema(conn) {
         let (version, newest) = db::schema_versions(conn)?;
         if version < newest {
@@ -106,13 +112,8 @@ fn check_all(data_dir: &Path, conn: &Connection, report: &mut Report) -> db::Res
         }
         return Ok(());
     }
-    let Some(epoch) = maintenance::epoch(conn)? else {
-        report.problem("the database has no epoch: it is not a ragd database".into());
-        return Ok(());
-    };
     index(data_dir, conn, &epoch, report)?;
     files(data_dir, conn, report)?;
-    leftovers(data_dir, report);
     Ok(())
 }
 

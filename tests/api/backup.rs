@@ -530,6 +530,18 @@ async fn check_of_an_older_schema_says_a_server_migrates_it_and_of_a_newer_one_f
         stdout.contains("PROBLEM") && stdout.contains("use a newer ragd"),
         "{stdout}"
     );
+
+    // Another program's database (schema version 0) is not an older ragd's.
+    let other = tempfile::tempdir().expect("a temp dir");
+    rusqlite::Connection::open(other.path().join("ragd.db"))
+        .expect("create")
+        .execute_batch("CREATE TABLE notes (body TEXT)")
+        .expect("a table");
+    let out = run(&["check", "--data-dir", &other.path().display().to_string()], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("not a ragd database"), "{stdout}");
+    assert!(!stdout.contains("older than this ragd"), "{stdout}");
 }
 
 #[tokio::test]
