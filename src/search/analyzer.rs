@@ -58,7 +58,9 @@ pub fn query_words(text: &str) -> Vec<String> {
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
     {
-        let word = word.to_lowercase();
+        // One character at a time, as the index's analyzer does
+        // (`str::to_lowercase` would give a word-final sigma another form).
+        let word: String = word.chars().flat_map(char::to_lowercase).collect();
         if is_stop_word(&word) || words.contains(&word) {
             continue;
         }
@@ -90,7 +92,9 @@ pub struct Keyed {
     words: TextAnalyzer,
     stemmer: frostem::Stemmer,
     /// Word to stem. tantivy clones the analyzer for each segment it
-    /// builds, so this lives as long as one segment's indexing.
+    /// builds, so this lives as long as one segment's indexing; at most
+    /// `MAX_CACHED_STEMS` words of under 64 bytes (a few MiB at worst,
+    /// beside the writer's memory budget).
     stems: HashMap<String, String, foldhash::fast::RandomState>,
 }
 
@@ -203,6 +207,14 @@ mod tests {
         );
         // Another user's terms never meet these.
         assert_eq!(query_terms(8, &words)[0], "8:studi");
+    }
+
+    #[test]
+    fn a_question_lower_cases_as_the_index_does() {
+        // A word-final capital sigma: `str::to_lowercase` gives 'ς', the
+        // analyzer (one character at a time) 'σ'.
+        let words = query_words("ΟΔΟΣ");
+        assert_eq!(query_terms(1, &words), tokens(&indexed_value(1, "", "ΟΔΟΣ")));
     }
 
     #[test]
