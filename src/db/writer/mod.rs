@@ -245,19 +245,28 @@ fn run(
     }
 }
 
-/// A checkpoint that truncates the WAL; with `Readers::Skip` it does not
-/// wait for readers (SQLite then reports busy in its result row, which is
-/// not an error).
+/// A checkpoint that truncates the WAL. With `Readers::Skip` it waits
+/// only briefly for readers, enough for the pool's short reads and not for
+/// a long one; SQLite then reports busy in its result row, not as an error.
 fn truncate(conn: &Connection, readers: Readers) -> rusqlite::Result<()> {
     if readers == Readers::Skip {
-        conn.busy_timeout(Duration::ZERO)?;
+        conn.busy_timeout(SKIP_READERS_AFTER)?;
     }
-    let done = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
     if readers == Readers::Skip {
         conn.busy_timeout(super::BUSY_TIMEOUT)?;
     }
-    done
+    if busy? != 0 {
+        tracing::debug!(
+            ?readers,
+            "WAL checkpoint: a reader kept the WAL from being truncated"
+        );
+    }
+    Ok(())
 }
+
+/// How long a checkpoint with `Readers::Skip` waits for readers.
+const SKIP_READERS_AFTER: Duration = Duration::from_millis(100);
 
 fn commit_batch(
     conn: &Connection,
