@@ -22,7 +22,8 @@ use crate::words::{STOP_WORDS, is_stop_word};
 pub const TOKENIZER: &str = "ragd";
 /// Separates the key from the text of an indexed value.
 const KEY_END: char = '\u{1f}';
-/// Longer words (hashes, base64, URLs run together) are not indexed.
+/// Words this long or longer (hashes, base64, URLs run together), in bytes
+/// as written, are not indexed.
 const MAX_WORD_BYTES: usize = 64;
 /// Words of a question that count, at most.
 const MAX_QUERY_WORDS: usize = 32;
@@ -50,13 +51,13 @@ pub fn indexed_value(user_key: i64, context: &str, text: &str) -> String {
 }
 
 /// The distinct words of plain text that a search uses: lower-cased, no
-/// stop-words, at most 32. Nothing in them is query syntax. Snippets
-/// highlight these.
+/// stop-words, none too long to be indexed, at most 32. Nothing in them is
+/// query syntax. Snippets highlight these.
 pub fn query_words(text: &str) -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
     for word in text
         .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
+        .filter(|w| !w.is_empty() && w.len() < MAX_WORD_BYTES)
     {
         // One character at a time, as the index's analyzer does
         // (`str::to_lowercase` would give a word-final sigma another form).
@@ -229,9 +230,18 @@ mod tests {
 
     #[test]
     fn long_words_and_values_without_a_key_index_nothing() {
-        let long = "x".repeat(MAX_WORD_BYTES + 1);
+        let long = "x".repeat(MAX_WORD_BYTES);
         assert_eq!(tokens(&indexed_value(1, "", &long)), Vec::<String>::new());
+        let kept = "x".repeat(MAX_WORD_BYTES - 1);
+        assert_eq!(tokens(&indexed_value(1, "", &kept)).len(), 1);
         assert_eq!(tokens("no key here"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn words_too_long_to_be_indexed_do_not_take_a_questions_places() {
+        let long = (0..MAX_QUERY_WORDS).map(|i| format!("{i}{}", "x".repeat(MAX_WORD_BYTES)));
+        let text = long.collect::<Vec<_>>().join(" ") + " harbour";
+        assert_eq!(query_words(&text), ["harbour"]);
     }
 
     #[test]
