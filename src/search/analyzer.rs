@@ -2,7 +2,7 @@
 //! runs of letters and digits, lower-cased, stop-words dropped, common
 //! Latin diacritics folded, English-stemmed (Snowball), each prefixed with
 //! the owner's key. Stop-words are not indexed because no question ever
-//! looks for them: indexing them cost a third of the postings, and
+//! looks for them: they were a third of a chunk's words, and
 //! counting them in a chunk's length ranked SciFact worse (nDCG@10 0.684
 //! against 0.687; docs/BENCHMARKS.md, round 9). The
 //! prefix gives every user a term space of their own in the one shared

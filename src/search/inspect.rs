@@ -5,9 +5,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use tantivy::{Index as Tantivy, ReloadPolicy};
-
-use super::{FORMAT, Payload, schema};
+use tantivy::ReloadPolicy;
 
 /// What the index's last commit holds.
 #[derive(Debug)]
@@ -20,38 +18,15 @@ pub struct Contents {
     pub rowids: HashSet<i64>,
 }
 
-/// Why the index cannot be compared with the database.
-#[derive(Debug)]
-pub enum Unusable {
-    /// There is none (a server builds it at start).
-    Missing,
-    /// Another format or no payload: a server rebuilds it at start.
-    Stale(String),
-    /// It cannot be opened or read.
-    Damaged(String),
-}
+/// Why the index cannot be compared with the database: the reasons the
+/// server would build a new one at start (`Missing`, `Stale`), or could
+/// not read it (`Damaged`).
+pub use super::Fresh as Unusable;
 
 /// Reads the index in `dir` without writing to it.
 pub fn read(dir: &Path) -> Result<Contents, Unusable> {
-    if !dir.join("meta.json").exists() {
-        return Err(Unusable::Missing);
-    }
+    let (index, payload) = super::open_current(dir)?;
     let damaged = |e: tantivy::TantivyError| Unusable::Damaged(e.to_string());
-    let index = Tantivy::open_in_dir(dir).map_err(damaged)?;
-    if index.schema() != schema().0 {
-        return Err(Unusable::Stale("its schema is not this version's".into()));
-    }
-    let payload: Payload = match index.load_metas().map_err(damaged)?.payload.as_deref() {
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| Unusable::Damaged(format!("unreadable commit payload: {e}")))?,
-        None => return Err(Unusable::Stale("no commit payload".into())),
-    };
-    if payload.format != FORMAT {
-        return Err(Unusable::Stale(format!(
-            "format {} (this version: {FORMAT})",
-            payload.format
-        )));
-    }
     let reader = index
         .reader_builder()
         .reload_policy(ReloadPolicy::Manual)

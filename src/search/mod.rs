@@ -153,26 +153,7 @@ impl Index {
     }
 
     fn open_existing(dir: &Path, epoch: &str) -> std::result::Result<Index, Fresh> {
-        if !dir.join("meta.json").exists() {
-            return Err(Fresh::Missing);
-        }
-        let damaged = |e: tantivy::TantivyError| Fresh::Damaged(e.to_string());
-        let index = Tantivy::open_in_dir(dir).map_err(damaged)?;
-        if index.schema() != schema().0 {
-            return Err(Fresh::Stale("its schema is not this version's".into()));
-        }
-        let payload = index.load_metas().map_err(damaged)?.payload;
-        let payload: Payload = match payload.as_deref().map(serde_json::from_str) {
-            Some(Ok(payload)) => payload,
-            Some(Err(e)) => return Err(Fresh::Damaged(format!("unreadable commit payload: {e}"))),
-            None => return Err(Fresh::Stale("no commit payload".into())),
-        };
-        if payload.format != FORMAT {
-            return Err(Fresh::Stale(format!(
-                "format {} (this version: {FORMAT})",
-                payload.format
-            )));
-        }
+        let (index, payload) = open_current(dir)?;
         if payload.epoch != epoch {
             return Err(Fresh::Stale("it was built from another database".into()));
         }
@@ -366,6 +347,32 @@ impl Index {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Opens the index in `dir` and reads its last commit's payload, when both
+/// are this version's (for the server and for `ragd check`).
+fn open_current(dir: &Path) -> std::result::Result<(Tantivy, Payload), Fresh> {
+    if !dir.join("meta.json").exists() {
+        return Err(Fresh::Missing);
+    }
+    let damaged = |e: tantivy::TantivyError| Fresh::Damaged(e.to_string());
+    let index = Tantivy::open_in_dir(dir).map_err(damaged)?;
+    if index.schema() != schema().0 {
+        return Err(Fresh::Stale("its schema is not this version's".into()));
+    }
+    let payload = index.load_metas().map_err(damaged)?.payload;
+    let payload: Payload = match payload.as_deref().map(serde_json::from_str) {
+        Some(Ok(payload)) => payload,
+        Some(Err(e)) => return Err(Fresh::Damaged(format!("unreadable commit payload: {e}"))),
+        None => return Err(Fresh::Stale("no commit payload".into())),
+    };
+    if payload.format != FORMAT {
+        return Err(Fresh::Stale(format!(
+            "format {} (this version: {FORMAT})",
+            payload.format
+        )));
+    }
+    Ok((index, payload))
 }
 
 /// A writer with one indexing and one merging thread.
